@@ -1,0 +1,1 @@
+"""The ClientApp: a PyTorch ``NumPyClient`` adapted to Flower's Message API."""

@@ -1,0 +1,1 @@
+"""The ServerApp: config, model, strategy, centralized evaluation, run outputs."""

@@ -1,0 +1,110 @@
+"""Per-round reporting: centralized evaluation, one readable log line, metrics.json.
+
+:class:`RoundReporter` is passed to ``Strategy.start`` as ``evaluate_fn``; Flower calls
+it before round 1 and after every round, so no round loop is copied here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from logging import INFO
+from typing import Any
+
+from flwr.app import ArrayRecord, MetricRecord
+from flwr.supercore import log
+
+from server_app.run_dir import RunDirectory
+from strategies.fedavg import NodeReport, RoundStats
+
+
+def _fmt(value: float | None, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_round(row: Mapping[str, Any], num_rounds: int) -> str:
+    """One line: round, sampled/succeeded/failed, losses, accuracies, seconds."""
+    head = f"[round {row['round']:>{len(str(num_rounds))}}/{num_rounds}]"
+    if row["round"] == 0:
+        return f"{head} initial model | central acc {_fmt(row.get('central_accuracy'))} loss {_fmt(row.get('central_loss'))}"
+    clients = f"clients {row['sampled']} sampled, {row['succeeded']} ok, {row['failed']} failed"
+    if row.get("dropped"):
+        clients += f", {row['dropped']} dropped"
+    return (
+        f"{head} {clients} | train loss {_fmt(row.get('train_loss'))} | "
+        f"fed acc {_fmt(row.get('federated_accuracy'))} | central acc {_fmt(row.get('central_accuracy'))} | "
+        f"{row['seconds']:.1f}s"
+    )
+
+
+class RoundReporter:
+    """``evaluate_fn`` hook: evaluates centrally, logs the round, appends to metrics.json.
+
+    Parameters
+    ----------
+    stats : Mapping[int, RoundStats]
+        The strategy's per-round participation counts (filled as rounds run).
+    run_dir : RunDirectory
+        Where metrics.json goes.
+    central_eval : callable or None
+        ArrayRecord → (loss, accuracy or None); None disables centralized evaluation.
+    num_rounds : int
+        Total rounds, for the log line.
+    extra_metrics : callable, optional
+        ``round -> dict`` merged into the row (e.g. a privacy accountant's ε).
+    """
+
+    def __init__(
+        self,
+        stats: Mapping[int, RoundStats],
+        run_dir: RunDirectory,
+        central_eval: Callable[[ArrayRecord], tuple[float, float | None]] | None,
+        num_rounds: int,
+        extra_metrics: Callable[[int], Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.stats = stats
+        self.run_dir = run_dir
+        self.central_eval = central_eval
+        self.num_rounds = num_rounds
+        self.extra_metrics = extra_metrics
+        self._last = time.perf_counter()
+        self.latest_arrays: ArrayRecord | None = None
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        self.latest_arrays = arrays
+        row: dict[str, Any] = {"round": server_round}
+        if server_round > 0:
+            stats = self.stats.get(server_round, RoundStats())
+            row.update(
+                sampled=stats.sampled,
+                succeeded=stats.succeeded,
+                failed=stats.failed,
+                dropped=stats.dropped,
+                failed_nodes=list(stats.failed_nodes),
+                eval_sampled=stats.eval_sampled,
+                eval_succeeded=stats.eval_succeeded,
+                train_loss=stats.train_loss,
+                federated_loss=stats.federated_loss,
+                federated_accuracy=stats.federated_accuracy,
+            )
+        record = None
+        if self.central_eval is not None:
+            loss, accuracy = self.central_eval(arrays)
+            row.update(central_loss=loss, central_accuracy=accuracy)
+            record = MetricRecord({"loss": loss, **({"accuracy": accuracy} if accuracy is not None else {})})
+        if self.extra_metrics is not None:
+            row.update(self.extra_metrics(server_round))
+        now = time.perf_counter()
+        row["seconds"] = now - self._last
+        self._last = now
+        self.run_dir.add_round(row)
+        log(INFO, format_round(row, self.num_rounds))
+        return record
+
+
+def node_table(nodes: Mapping[int, NodeReport]) -> str:
+    """A fixed-width table of the last report of every node that trained."""
+    lines = [f"{'node id':>20}  {'device':<28} {'examples':>8}  {'train s':>8}"]
+    for node_id, rep in sorted(nodes.items()):
+        lines.append(f"{node_id:>20}  {rep.device:<28} {rep.num_examples:>8}  {rep.train_seconds:>8.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""The run directory: every run's config, metrics, final model and curves.
+
+``output-dir`` is resolved deliberately because the ServerApp may run from an
+installed copy of the app, not from the user's project: an absolute path (or ``~``)
+is used as is; a relative path is resolved against ``$EDGEBLOOM_OUTPUT_ROOT`` when
+set, else against the ServerApp process's working directory (for ``flwr run`` with a
+local SuperLink that is the directory the SuperLink was started from). The resolved
+path is logged at the start and the end of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUTPUT_ROOT_ENV = "EDGEBLOOM_OUTPUT_ROOT"
+
+
+def resolve_output_dir(output_dir: str) -> Path:
+    """Absolute directory for ``output-dir`` (see the module docstring)."""
+    path = Path(output_dir).expanduser()
+    if not path.is_absolute():
+        path = Path(os.environ.get(OUTPUT_ROOT_ENV) or os.getcwd()) / path
+    return path.resolve()
+
+
+def _slug(text: str) -> str:
+    name = Path(text).stem if text.endswith(".npz") else text
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "data"
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON via a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+class RunDirectory:
+    """``<output-dir>/<YYYYmmdd-HHMMSS>-<strategy>-<dataset>/`` and what goes in it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rounds: list[dict[str, Any]] = []
+        self.status = "running"
+        self.notes: list[str] = []
+
+    @classmethod
+    def create(cls, output_dir: str, strategy: str, dataset: str) -> RunDirectory:
+        root = resolve_output_dir(output_dir)
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(strategy)}-{_slug(dataset)}"
+        for i in range(1, 1000):
+            path = root / (stem if i == 1 else f"{stem}-{i}")
+            try:
+                path.mkdir(parents=True, exist_ok=False)
+                return cls(path)
+            except FileExistsError:
+                continue
+        raise RuntimeError(f"could not create a run directory under {root}")
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        write_json_atomic(self.path / "config.json", dict(config))
+
+    def add_round(self, row: Mapping[str, Any]) -> None:
+        """Record one round's metrics and rewrite metrics.json (nothing is lost on a crash)."""
+        self.rounds.append(dict(row))
+        self.write_metrics()
+
+    def write_metrics(self, **extra: Any) -> None:
+        payload = {"status": self.status, "notes": self.notes, "rounds": self.rounds, **extra}
+        write_json_atomic(self.path / "metrics.json", _finite(payload))
+
+    def save_model(self, names: Sequence[str], layers: Sequence[np.ndarray]) -> Path:
+        from safetensors.numpy import save_file
+
+        path = self.path / "model.safetensors"
+        tmp = path.with_name(".model.safetensors.tmp")
+        save_file({n: np.ascontiguousarray(a) for n, a in zip(names, layers, strict=True)}, str(tmp))
+        os.replace(tmp, path)
+        return path
+
+    def fail(self, exc: BaseException) -> None:
+        """Mark the run failed, keeping every round recorded so far."""
+        self.status = "failed"
+        self.notes.append(f"{type(exc).__name__}: {exc}")
+        (self.path / "error.txt").write_text("".join(traceback.format_exception(exc)))
+        self.write_metrics()
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/Inf: write them as null."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

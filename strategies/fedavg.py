@@ -1,0 +1,235 @@
+"""FedAvg: example-weighted averaging of client models.
+
+McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks from
+Decentralized Data" (arXiv:1602.05629): w ← Σ_k (n_k / n)·w_k, n = Σ_k n_k, where
+n_k is client k's number of training examples (``num-examples``). FedSGD is the
+special case E = 1, B = ∞ (``local-epochs=1 batch-size=0 momentum=0``).
+
+Beyond Flower's FedAvg this strategy samples nodes from a seeded generator (equal
+seeds → equal clients and stragglers across strategies), waits for nodes with a
+timeout instead of forever, simulates stragglers (FedAvg drops them, as in Li et al.
+2020), and records per-round participation counts for the round log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from logging import INFO, WARNING
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+from flwr.supercore import log
+
+from strategies.aggregate import weighted_average
+from strategies.records import ARRAYS_KEY, CONFIG_KEY, INFO_KEY, METRICS_KEY, NUM_EXAMPLES, from_layers, to_layers
+from strategies.sampling import EVALUATE, STRAGGLERS, TRAIN, choose_stragglers, round_rng, sample_ids, sample_size, wait_for_nodes
+
+
+@dataclass
+class RoundStats:
+    """Participation in one round, as reported in the round log and metrics.json."""
+
+    sampled: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    dropped: int = 0  # stragglers a strategy chose not to aggregate
+    eval_sampled: int = 0
+    eval_succeeded: int = 0
+    failed_nodes: list[int] = field(default_factory=list)
+    train_loss: float | None = None
+    federated_loss: float | None = None
+    federated_accuracy: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """What a node said about itself in its last train reply."""
+
+    device: str
+    num_examples: int
+    train_seconds: float
+
+
+class FedAvg(FlowerFedAvg):
+    """Example-weighted FedAvg with seeded sampling, bounded waits and stragglers.
+
+    Parameters
+    ----------
+    fraction_train, fraction_evaluate : float
+        Fractions of connected nodes sampled each round, in (0, 1].
+    min_train_nodes, min_evaluate_nodes, min_available_nodes : int
+        Lower bounds on sample sizes and on connected nodes.
+    wait_for_nodes_timeout : float
+        Seconds to wait for enough nodes before failing the run.
+    local_epochs : int
+        E, sent to clients; stragglers get fewer.
+    straggler_fraction : float
+        Share of sampled clients that are stragglers (run 1..E−1 epochs).
+    seed : int
+        Seed for sampling and stragglers.
+    """
+
+    #: FedAvg drops stragglers (they would not finish E epochs in time); FedProx keeps them.
+    aggregates_stragglers = False
+
+    def __init__(
+        self,
+        *,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        wait_for_nodes_timeout: float = 120.0,
+        local_epochs: int = 1,
+        straggler_fraction: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            fraction_train=fraction_train,
+            fraction_evaluate=fraction_evaluate,
+            min_train_nodes=min_train_nodes,
+            min_evaluate_nodes=min_evaluate_nodes,
+            min_available_nodes=min_available_nodes,
+            weighted_by_key=NUM_EXAMPLES,
+            arrayrecord_key=ARRAYS_KEY,
+            configrecord_key=CONFIG_KEY,
+        )
+        self.wait_for_nodes_timeout = wait_for_nodes_timeout
+        self.local_epochs = local_epochs
+        self.straggler_fraction = straggler_fraction
+        self.seed = seed
+        self.stats: dict[int, RoundStats] = {}
+        self.nodes: dict[int, NodeReport] = {}
+        self._stragglers: dict[int, dict[int, int]] = {}
+
+    def summary(self) -> None:
+        log(INFO, "\t├──> Seed: %d | stragglers: %.0f%% (%s)", self.seed, 100 * self.straggler_fraction,
+            "aggregated" if self.aggregates_stragglers else "dropped")
+        super().summary()
+
+    # ------------------------------------------------------------------ sampling
+    def _sample(self, grid: Grid, fraction: float, minimum: int, server_round: int, purpose: int) -> list[int]:
+        needed = max(self.min_available_nodes, minimum)
+        connected = wait_for_nodes(
+            grid.get_node_ids,
+            minimum=needed,
+            timeout=self.wait_for_nodes_timeout,
+            on_wait=lambda n: log(INFO, "Waiting for nodes: %d connected, %d required", n, needed),
+        )
+        k = sample_size(len(connected), fraction, minimum)
+        return sample_ids(connected, k, round_rng(self.seed, server_round, purpose))
+
+    def _messages(self, node_ids: list[int], arrays: ArrayRecord, config: ConfigRecord,
+                  message_type: str, per_node: dict[int, dict[str, int]] | None = None) -> list[Message]:
+        messages = []
+        for node_id in node_ids:
+            node_config = ConfigRecord(dict(config))
+            node_config.update((per_node or {}).get(node_id, {}))
+            content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: node_config})
+            messages.append(Message(content=content, message_type=message_type, dst_node_id=node_id))
+        return messages
+
+    # ------------------------------------------------------------------ training
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        node_ids = self._sample(grid, self.fraction_train, self.min_train_nodes, server_round, TRAIN)
+        stragglers = choose_stragglers(
+            node_ids,
+            fraction=self.straggler_fraction,
+            local_epochs=self.local_epochs,
+            rng=round_rng(self.seed, server_round, STRAGGLERS),
+        )
+        self._stragglers[server_round] = stragglers
+        stats = self.stats.setdefault(server_round, RoundStats())
+        stats.sampled = len(node_ids)
+        config["server-round"] = server_round
+        config["local-epochs"] = self.local_epochs
+        if not self.aggregates_stragglers:
+            # A dropped straggler's work would be thrown away: don't ask for it.
+            stats.dropped = len(stragglers)
+            node_ids = [n for n in node_ids if n not in stragglers]
+            per_node = {}
+        else:
+            per_node = {n: {"local-epochs": e} for n, e in stragglers.items()}
+        log(INFO, "configure_train: %d nodes sampled, %d stragglers (%s)", stats.sampled,
+            len(stragglers), "aggregated" if self.aggregates_stragglers else "dropped")
+        return self._messages(node_ids, arrays, config, MessageType.TRAIN, per_node)
+
+    def _split_replies(self, server_round: int, replies: Iterable[Message], stage: str) -> list[Message]:
+        """Replies without errors; errors are logged with node id and counted."""
+        good: list[Message] = []
+        stats = self.stats.setdefault(server_round, RoundStats())
+        for msg in replies:
+            if msg.has_error():
+                node = msg.metadata.src_node_id
+                log(WARNING, "%s: node %d failed: %s", stage, node, msg.error.reason)
+                if stage == "train":
+                    stats.failed += 1
+                    stats.failed_nodes.append(node)
+            else:
+                good.append(msg)
+        return good
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        good = self._split_replies(server_round, replies, "train")
+        stats = self.stats[server_round]
+        stats.succeeded = len(good)
+        if not good:
+            log(WARNING, "aggregate_train: no successful replies in round %d; keeping the model", server_round)
+            return None, None
+        names = list(good[0].content[self.arrayrecord_key].keys())
+        layers = [to_layers(m.content[self.arrayrecord_key], names) for m in good]
+        weights = [float(m.content[METRICS_KEY][NUM_EXAMPLES]) for m in good]
+        arrays = from_layers(names, self.aggregate_layers(layers, weights))
+        self._record_nodes(good)
+        metrics = aggregate_metricrecords([m.content for m in good], self.weighted_by_key)
+        stats.train_loss = _as_float(metrics.get("train-loss"))
+        return arrays, metrics
+
+    def aggregate_layers(self, layers: list[list], weights: list[float]) -> list:
+        """The aggregation rule; FedAvg: example-weighted mean (override to change it)."""
+        return weighted_average(layers, weights)
+
+    def _record_nodes(self, replies: list[Message]) -> None:
+        for m in replies:
+            metrics = m.content[METRICS_KEY]
+            info = m.content.config_records.get(INFO_KEY, ConfigRecord())
+            self.nodes[m.metadata.src_node_id] = NodeReport(
+                device=str(info.get("device", "?")),
+                num_examples=int(metrics[NUM_EXAMPLES]),
+                train_seconds=float(metrics.get("train-seconds", 0.0)),
+            )
+
+    # ---------------------------------------------------------------- evaluation
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        node_ids = self._sample(grid, self.fraction_evaluate, self.min_evaluate_nodes, server_round, EVALUATE)
+        self.stats.setdefault(server_round, RoundStats()).eval_sampled = len(node_ids)
+        config["server-round"] = server_round
+        return self._messages(node_ids, arrays, config, MessageType.EVALUATE)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        good = self._split_replies(server_round, replies, "evaluate")
+        stats = self.stats[server_round]
+        stats.eval_succeeded = len(good)
+        if not good:
+            return None
+        metrics = self.evaluate_metrics_aggr_fn([m.content for m in good], self.weighted_by_key)
+        stats.federated_loss = _as_float(metrics.get("loss"))
+        stats.federated_accuracy = _as_float(metrics.get("accuracy"))
+        return metrics
+
+
+def _as_float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None

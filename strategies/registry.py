@@ -1,0 +1,77 @@
+"""Strategy registry: run config ``strategy='<name>'`` → a configured strategy.
+
+Adding a strategy is one file plus one entry in :data:`REGISTRY`. Unknown names fail
+with the list of known ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flwr.serverapp.strategy import Strategy
+
+from strategies.fedavg import FedAvg
+from strategies.fedprox import FedProx
+from tasks.config import AppConfig, ConfigError
+
+
+def common_kwargs(cfg: AppConfig) -> dict[str, object]:
+    """Constructor arguments every FedAvg-based strategy takes from the run config."""
+    return {
+        "fraction_train": cfg.fraction_train,
+        "fraction_evaluate": cfg.fraction_evaluate,
+        "min_train_nodes": cfg.min_train_nodes,
+        "min_evaluate_nodes": cfg.min_evaluate_nodes,
+        "min_available_nodes": cfg.min_available_nodes,
+        "wait_for_nodes_timeout": cfg.wait_for_nodes_timeout,
+        "local_epochs": cfg.local_epochs,
+        "straggler_fraction": cfg.straggler_fraction,
+        "seed": cfg.seed,
+    }
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A registered strategy: how to build it and which run-config keys it reads."""
+
+    name: str
+    summary: str
+    build: Callable[[AppConfig], Strategy]
+    keys: tuple[str, ...] = ()
+
+
+REGISTRY: dict[str, StrategySpec] = {
+    spec.name: spec
+    for spec in (
+        StrategySpec(
+            "fedavg",
+            "FedAvg (McMahan et al. 2017): example-weighted average; stragglers dropped",
+            lambda cfg: FedAvg(**common_kwargs(cfg)),  # type: ignore[arg-type]
+        ),
+        StrategySpec(
+            "fedprox",
+            "FedProx (Li et al. 2020): proximal term on clients; stragglers aggregated",
+            lambda cfg: FedProx(proximal_mu=cfg.proximal_mu, **common_kwargs(cfg)),  # type: ignore[arg-type]
+            keys=("proximal-mu",),
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> StrategySpec:
+    """The registered strategy ``name``; ``ConfigError`` lists the known names."""
+    if name not in REGISTRY:
+        raise ConfigError(
+            f"run config: strategy={name!r} is unknown; known strategies: {', '.join(sorted(REGISTRY))}"
+        )
+    return REGISTRY[name]
+
+
+def build_strategy(cfg: AppConfig) -> Strategy:
+    """Build the strategy named by ``cfg.strategy``."""
+    spec = get_spec(cfg.strategy)
+    try:
+        return spec.build(cfg)
+    except ValueError as exc:
+        raise ConfigError(f"run config: strategy {spec.name!r}: {exc}") from exc

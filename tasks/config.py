@@ -1,0 +1,220 @@
+"""The run configuration: one typed, validated object built once per app.
+
+Keys are the kebab-case keys of ``[tool.flwr.app.config]`` in ``pyproject.toml``;
+:data:`KEYS` declares each key's type, default and valid range in one place, and a
+test checks that pyproject's defaults equal these. Bad values raise
+:class:`ConfigError` naming the key, the value and what is allowed, before any
+training starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.data import BUILTIN_DATASETS, HUB_DATASETS, DatasetError, check_dataset_name
+from tasks.models import MODELS
+from tasks.partition import PARTITIONERS
+
+Scalar = bool | int | float | str
+
+
+class ConfigError(ValueError):
+    """A run-config value is invalid; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One run-config key: its type, default, and a check returning an error or None."""
+
+    name: str
+    type: type
+    default: Scalar
+    help: str
+    check: Callable[[Any], str | None] = lambda v: None
+
+
+def at_least(lo: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= lo else f"must be >= {lo}"
+
+
+def in_range(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        ok_lo = v > lo if lo_open else v >= lo
+        ok_hi = v < hi if hi_open else v <= hi
+        if ok_lo and ok_hi:
+            return None
+        return f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+    return check
+
+
+def one_of(*allowed: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in allowed else f"must be one of {', '.join(allowed)}"
+
+
+def _check_dataset(value: str) -> str | None:
+    try:
+        check_dataset_name(value)
+    except DatasetError as exc:
+        return str(exc).split("; ", 1)[-1]
+    return None
+
+
+def _check_device(value: str) -> str | None:
+    if value in ("auto", "cpu", "mps") or value == "cuda" or value.startswith("cuda:"):
+        return None
+    return "must be auto, cpu, cuda, cuda:N or mps"
+
+
+KEYS: tuple[Key, ...] = (
+    Key("num-server-rounds", int, 10, "federated rounds", at_least(1)),
+    Key("strategy", str, "fedavg", "server strategy, by registry name (python -m strategies list)"),
+    Key("fraction-train", float, 1.0, "fraction of nodes sampled to train each round", in_range(0, 1, lo_open=True)),
+    Key("fraction-evaluate", float, 0.5, "fraction of nodes sampled for federated evaluation", in_range(0, 1, lo_open=True)),
+    Key("min-train-nodes", int, 2, "minimum nodes sampled for training", at_least(1)),
+    Key("min-evaluate-nodes", int, 2, "minimum nodes sampled for evaluation", at_least(1)),
+    Key("min-available-nodes", int, 2, "nodes that must be connected before a round starts", at_least(1)),
+    Key("wait-for-nodes-timeout", float, 120.0, "seconds to wait for min-available-nodes", in_range(0, 1e9, lo_open=True)),
+    Key("round-timeout", float, 600.0, "seconds to wait for replies in one round", in_range(0, 1e9, lo_open=True)),
+    Key("local-epochs", int, 5, "local epochs per round (E)", at_least(1)),
+    Key("batch-size", int, 10, "local batch size (B); 0 = full batch (FedSGD with local-epochs=1)", at_least(0)),
+    Key("learning-rate", float, 0.1, "client SGD learning rate", in_range(0, 1e6, lo_open=True)),
+    Key("momentum", float, 0.0, "client SGD momentum", in_range(0, 1, hi_open=True)),
+    Key("weight-decay", float, 0.0, "client SGD weight decay", at_least(0)),
+    Key("proximal-mu", float, 0.0, "FedProx μ: clients add (μ/2)‖w − w_global‖²", at_least(0)),
+    Key("straggler-fraction", float, 0.0, "fraction of sampled clients that run fewer epochs", in_range(0, 1)),
+    Key("seed", int, 42, "seed for data splits, sampling, stragglers and local shuffling"),
+    Key("dataset", str, "digits", f"{', '.join([*BUILTIN_DATASETS, *HUB_DATASETS])} or a path to .npz", _check_dataset),
+    Key("model", str, "auto", f"auto or one of {', '.join(MODELS)}", one_of("auto", *MODELS)),
+    Key("partitioner", str, "auto", "how training data is split across nodes (auto: natural for synthetic, else iid)", one_of("auto", *PARTITIONERS)),
+    Key("dirichlet-alpha", float, 0.5, "Dirichlet concentration (dirichlet partitioner)", in_range(0, 1e9, lo_open=True)),
+    Key("shards-per-client", int, 2, "shards per client (shard partitioner)", at_least(1)),
+    Key("classes-per-client", int, 2, "classes per client (pathological partitioner)", at_least(1)),
+    Key("test-fraction", float, 0.2, "share of digits held out as the server's test set", in_range(0, 1, lo_open=True, hi_open=True)),
+    Key("val-fraction", float, 0.1, "share of each client's data kept for federated evaluation", in_range(0, 1, hi_open=True)),
+    Key("synthetic-alpha", float, 1.0, "Synthetic(α, β): model heterogeneity α", at_least(0)),
+    Key("synthetic-beta", float, 1.0, "Synthetic(α, β): data heterogeneity β", at_least(0)),
+    Key("synthetic-devices", int, 30, "Synthetic: number of devices (one partition each)", at_least(1)),
+    Key("synthetic-iid", bool, False, "Synthetic: the IID variant"),
+    Key("device", str, "auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps", _check_device),
+    Key("threads-per-client", int, 0, "torch threads per client process; 0 = leave torch's default", at_least(0)),
+    Key("output-dir", str, "outputs", "where run directories go (relative: see README)"),
+    Key("central-eval", bool, True, "evaluate the global model on the server's test set each round"),
+)
+KEYS_BY_NAME = {k.name: k for k in KEYS}
+
+
+def _coerce(key: Key, value: Any) -> Any:
+    """Check ``value``'s type against ``key``; ints are accepted where floats are."""
+    if key.type is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if key.type is int and isinstance(value, bool):
+        raise ConfigError(_message(key, value, "must be an integer, not a boolean"))
+    if not isinstance(value, key.type):
+        raise ConfigError(_message(key, value, f"must be of type {key.type.__name__}"))
+    return value
+
+
+def _message(key: Key, value: Any, problem: str) -> str:
+    return (
+        f"run config: {key.name}={value!r} is invalid: {problem}. Fix it in pyproject.toml "
+        f"[tool.flwr.app.config] or override it with --run-config \"{key.name}=...\""
+    )
+
+
+def _attr(name: str) -> str:
+    return name.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Validated run configuration (see :data:`KEYS` for meanings and ranges)."""
+
+    num_server_rounds: int
+    strategy: str
+    fraction_train: float
+    fraction_evaluate: float
+    min_train_nodes: int
+    min_evaluate_nodes: int
+    min_available_nodes: int
+    wait_for_nodes_timeout: float
+    round_timeout: float
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    momentum: float
+    weight_decay: float
+    proximal_mu: float
+    straggler_fraction: float
+    seed: int
+    dataset: str
+    model: str
+    partitioner: str
+    dirichlet_alpha: float
+    shards_per_client: int
+    classes_per_client: int
+    test_fraction: float
+    val_fraction: float
+    synthetic_alpha: float
+    synthetic_beta: float
+    synthetic_devices: int
+    synthetic_iid: bool
+    device: str
+    threads_per_client: int
+    output_dir: str
+    central_eval: bool
+    extra: Mapping[str, Scalar] = field(default_factory=dict)
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> AppConfig:
+        """Build and validate the config; keys not declared in :data:`KEYS` go to ``extra``."""
+        values: dict[str, Any] = {}
+        for key in KEYS:
+            value = _coerce(key, run_config.get(key.name, key.default))
+            problem = key.check(value)
+            if problem:
+                raise ConfigError(_message(key, value, problem))
+            values[_attr(key.name)] = value
+        extra = {k: v for k, v in run_config.items() if k not in KEYS_BY_NAME}
+        config = cls(**values, extra=extra)
+        config._check_combinations()
+        return config
+
+    def _check_combinations(self) -> None:
+        if self.resolved_partitioner == "natural" and self.dataset != "synthetic":
+            raise ConfigError(
+                f"run config: partitioner='natural' needs a dataset with a natural "
+                f"per-device split (dataset='synthetic'), got dataset={self.dataset!r}; "
+                f"use partitioner='iid', 'dirichlet', 'shard' or 'pathological'"
+            )
+        if self.straggler_fraction > 0 and self.local_epochs < 2:
+            raise ConfigError(
+                f"run config: straggler-fraction={self.straggler_fraction} needs "
+                f"local-epochs >= 2 (stragglers run 1..E-1 epochs), got local-epochs="
+                f"{self.local_epochs}"
+            )
+
+    @property
+    def resolved_partitioner(self) -> str:
+        """``partitioner``, with ``auto`` meaning natural for synthetic data, else iid."""
+        if self.partitioner != "auto":
+            return self.partitioner
+        return "natural" if self.dataset == "synthetic" else "iid"
+
+    def resolved_model(self, input_shape: tuple[int, ...]) -> str:
+        """The model to use: ``model`` itself, or for ``auto`` the one fitting the data."""
+        if self.model != "auto":
+            return self.model
+        by_dataset = {"digits": "digits-cnn", "ylecun/mnist": "mnist-cnn", "uoft-cs/cifar10": "cifar-mobilenet", "synthetic": "logreg", "linreg": "linreg"}
+        if self.dataset in by_dataset:
+            return by_dataset[self.dataset]
+        by_shape = {(1, 8, 8): "digits-cnn", (1, 28, 28): "mnist-cnn", (3, 32, 32): "cifar-mobilenet"}
+        return by_shape.get(tuple(input_shape), "logreg")
+
+    def to_dict(self) -> dict[str, Scalar]:
+        """The resolved config with kebab-case keys (for config.json)."""
+        out: dict[str, Scalar] = {k.name: getattr(self, _attr(k.name)) for k in KEYS}
+        out.update(self.extra)
+        return out
