@@ -22,7 +22,15 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client_app.client import TorchClient
-from strategies.records import ARRAYS_KEY, CONFIG_KEY, INFO_KEY, METRICS_KEY, NUM_EXAMPLES, from_layers, to_layers
+from strategies.records import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    INFO_KEY,
+    METRICS_KEY,
+    NUM_EXAMPLES,
+    from_layers,
+    to_layers,
+)
 from tasks.config import AppConfig
 from tasks.data import DatasetError
 from tasks.loading import client_data, device_file_data

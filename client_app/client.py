@@ -52,7 +52,9 @@ class TorchClient(NumPyClient):
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
         return get_weights(self.model)
 
-    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+    def fit(
+        self, parameters: list[np.ndarray], config: dict[str, Any]
+    ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         set_weights(self.model, parameters)
         result = train(
             self.model,
@@ -69,7 +71,9 @@ class TorchClient(NumPyClient):
         metrics = {"train-loss": result.loss, "train-seconds": result.seconds}
         return get_weights(self.model), result.num_examples, metrics
 
-    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
+    def evaluate(
+        self, parameters: list[np.ndarray], config: dict[str, Any]
+    ) -> tuple[float, int, dict[str, Any]]:
         set_weights(self.model, parameters)
         result = test(self.model, self.x_val, self.y_val)
         metrics: dict[str, Any] = {}

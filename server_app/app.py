@@ -62,8 +62,17 @@ def main(grid: Grid, context: Context) -> None:
     bundle, model_name, model = prepare(cfg)
     strategy = build_strategy(cfg)
     run_dir = RunDirectory.create(cfg.output_dir, cfg.strategy, cfg.dataset)
-    run_dir.write_config({**cfg.to_dict(), "resolved-model": model_name, "resolved-partitioner": cfg.resolved_partitioner})
-    log(INFO, "edgebloom: strategy=%s dataset=%s model=%s; outputs -> %s", cfg.strategy, cfg.dataset, model_name, run_dir.path)
+    run_dir.write_config(
+        {**cfg.to_dict(), "resolved-model": model_name, "resolved-partitioner": cfg.resolved_partitioner}
+    )
+    log(
+        INFO,
+        "edgebloom: strategy=%s dataset=%s model=%s; outputs -> %s",
+        cfg.strategy,
+        cfg.dataset,
+        model_name,
+        run_dir.path,
+    )
 
     names = list(model.state_dict().keys())
     x_test = torch.as_tensor(bundle.x_test)
@@ -93,7 +102,9 @@ def main(grid: Grid, context: Context) -> None:
         log(ERROR, "edgebloom: run failed (%s); partial results kept in %s", exc, run_dir.path)
         raise
     # result.arrays is None if no round aggregated; the reporter saw the last global model.
-    final = to_layers(result.arrays or reporter.latest_arrays or from_layers(names, get_weights(model)), names)
+    final = to_layers(
+        result.arrays or reporter.latest_arrays or from_layers(names, get_weights(model)), names
+    )
     run_dir.save_model(names, [np.array(a) for a in final])
     run_dir.status = "completed"
     run_dir.write_metrics()

@@ -24,7 +24,11 @@ def plot_curves(rounds: Sequence[dict[str, Any]], path: Path, title: str) -> Non
         x, y = _series(rounds, key)
         if x:
             ax_acc.plot(x, y, marker="o", label=label)
-    for key, label in (("train_loss", "train (clients)"), ("federated_loss", "federated eval"), ("central_loss", "centralized eval")):
+    for key, label in (
+        ("train_loss", "train (clients)"),
+        ("federated_loss", "federated eval"),
+        ("central_loss", "centralized eval"),
+    ):
         x, y = _series(rounds, key)
         if x:
             ax_loss.plot(x, y, marker="o", label=label)

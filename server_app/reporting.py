@@ -26,7 +26,8 @@ def format_round(row: Mapping[str, Any], num_rounds: int) -> str:
     """One line: round, sampled/succeeded/failed, losses, accuracies, seconds."""
     head = f"[round {row['round']:>{len(str(num_rounds))}}/{num_rounds}]"
     if row["round"] == 0:
-        return f"{head} initial model | central acc {_fmt(row.get('central_accuracy'))} loss {_fmt(row.get('central_loss'))}"
+        central = f"central acc {_fmt(row.get('central_accuracy'))} loss {_fmt(row.get('central_loss'))}"
+        return f"{head} initial model | {central}"
     clients = f"clients {row['sampled']} sampled, {row['succeeded']} ok, {row['failed']} failed"
     if row.get("dropped"):
         clients += f", {row['dropped']} dropped"

@@ -24,8 +24,25 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from flwr.supercore import log
 
 from strategies.aggregate import weighted_average
-from strategies.records import ARRAYS_KEY, CONFIG_KEY, INFO_KEY, METRICS_KEY, NUM_EXAMPLES, from_layers, to_layers
-from strategies.sampling import EVALUATE, STRAGGLERS, TRAIN, choose_stragglers, round_rng, sample_ids, sample_size, wait_for_nodes
+from strategies.records import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    INFO_KEY,
+    METRICS_KEY,
+    NUM_EXAMPLES,
+    from_layers,
+    to_layers,
+)
+from strategies.sampling import (
+    EVALUATE,
+    STRAGGLERS,
+    TRAIN,
+    choose_stragglers,
+    round_rng,
+    sample_ids,
+    sample_size,
+    wait_for_nodes,
+)
 
 
 @dataclass
@@ -108,14 +125,22 @@ class FedAvg(FlowerFedAvg):
         self.stats: dict[int, RoundStats] = {}
         self.nodes: dict[int, NodeReport] = {}
         self._stragglers: dict[int, dict[int, int]] = {}
+        self._sent: dict[int, list[int]] = {}
 
     def summary(self) -> None:
-        log(INFO, "\t├──> Seed: %d | stragglers: %.0f%% (%s)", self.seed, 100 * self.straggler_fraction,
-            "aggregated" if self.aggregates_stragglers else "dropped")
+        log(
+            INFO,
+            "\t├──> Seed: %d | stragglers: %.0f%% (%s)",
+            self.seed,
+            100 * self.straggler_fraction,
+            "aggregated" if self.aggregates_stragglers else "dropped",
+        )
         super().summary()
 
     # ------------------------------------------------------------------ sampling
-    def _sample(self, grid: Grid, fraction: float, minimum: int, server_round: int, purpose: int) -> list[int]:
+    def _sample(
+        self, grid: Grid, fraction: float, minimum: int, server_round: int, purpose: int
+    ) -> list[int]:
         needed = max(self.min_available_nodes, minimum)
         connected = wait_for_nodes(
             grid.get_node_ids,
@@ -126,8 +151,14 @@ class FedAvg(FlowerFedAvg):
         k = sample_size(len(connected), fraction, minimum)
         return sample_ids(connected, k, round_rng(self.seed, server_round, purpose))
 
-    def _messages(self, node_ids: list[int], arrays: ArrayRecord, config: ConfigRecord,
-                  message_type: str, per_node: dict[int, dict[str, int]] | None = None) -> list[Message]:
+    def _messages(
+        self,
+        node_ids: list[int],
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        message_type: str,
+        per_node: dict[int, dict[str, int]] | None = None,
+    ) -> list[Message]:
         messages = []
         for node_id in node_ids:
             node_config = ConfigRecord(dict(config))
@@ -159,8 +190,14 @@ class FedAvg(FlowerFedAvg):
             per_node = {}
         else:
             per_node = {n: {"local-epochs": e} for n, e in stragglers.items()}
-        log(INFO, "configure_train: %d nodes sampled, %d stragglers (%s)", stats.sampled,
-            len(stragglers), "aggregated" if self.aggregates_stragglers else "dropped")
+        self._sent[server_round] = list(node_ids)
+        log(
+            INFO,
+            "configure_train: %d nodes sampled, %d stragglers (%s)",
+            stats.sampled,
+            len(stragglers),
+            "aggregated" if self.aggregates_stragglers else "dropped",
+        )
         return self._messages(node_ids, arrays, config, MessageType.TRAIN, per_node)
 
     def _split_replies(self, server_round: int, replies: Iterable[Message], stage: str) -> list[Message]:
@@ -181,11 +218,21 @@ class FedAvg(FlowerFedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
         good = self._split_replies(server_round, replies, "train")
-        stats = self.stats[server_round]
+        stats = self.stats.setdefault(server_round, RoundStats())
         stats.succeeded = len(good)
+        # Nodes that never answered within round-timeout count as failed too.
+        answered = {m.metadata.src_node_id for m in replies}
+        missing = [n for n in self._sent.get(server_round, []) if n not in answered]
+        if missing:
+            log(WARNING, "train: no reply within the round timeout from node(s) %s", missing)
+            stats.failed += len(missing)
+            stats.failed_nodes.extend(missing)
         if not good:
-            log(WARNING, "aggregate_train: no successful replies in round %d; keeping the model", server_round)
+            log(
+                WARNING, "aggregate_train: no successful replies in round %d; keeping the model", server_round
+            )
             return None, None
         names = list(good[0].content[self.arrayrecord_key].keys())
         layers = [to_layers(m.content[self.arrayrecord_key], names) for m in good]

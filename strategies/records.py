@@ -32,9 +32,7 @@ def array_view(array: Array) -> np.ndarray:
     try:
         version = np.lib.format.read_magic(stream)
         read_header = (
-            np.lib.format.read_array_header_1_0
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         )
         shape, fortran, dtype = read_header(stream)
     except Exception as exc:  # malformed header bytes
@@ -70,5 +68,5 @@ def from_layers(names: Sequence[str], layers: Sequence[np.ndarray]) -> ArrayReco
 
 
 def spec_of(record: ArrayRecord) -> Mapping[str, tuple[tuple[int, ...], str]]:
-    """name → (shape, dtype) of every array in ``record``."""
+    """Name → (shape, dtype) of every array in ``record``."""
     return {k: (tuple(v.shape), v.dtype) for k, v in record.items()}

@@ -41,7 +41,7 @@ def sample_ids(node_ids: Iterable[int], k: int, rng: np.random.Generator) -> lis
 def choose_stragglers(
     node_ids: list[int], *, fraction: float, local_epochs: int, rng: np.random.Generator
 ) -> dict[int, int]:
-    """node id → epochs for round(fraction·K) stragglers, epochs uniform in 1..E−1."""
+    """Node id → epochs for round(fraction·K) stragglers, epochs uniform in 1..E−1."""
     count = int(round(fraction * len(node_ids)))
     if count == 0 or local_epochs < 2:
         return {}

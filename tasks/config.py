@@ -39,7 +39,9 @@ def at_least(lo: float) -> Callable[[Any], str | None]:
     return lambda v: None if v >= lo else f"must be >= {lo}"
 
 
-def in_range(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], str | None]:
+def in_range(
+    lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
+) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         ok_lo = v > lo if lo_open else v >= lo
         ok_hi = v < hi if hi_open else v <= hi
@@ -71,35 +73,103 @@ def _check_device(value: str) -> str | None:
 KEYS: tuple[Key, ...] = (
     Key("num-server-rounds", int, 10, "federated rounds", at_least(1)),
     Key("strategy", str, "fedavg", "server strategy, by registry name (python -m strategies list)"),
-    Key("fraction-train", float, 1.0, "fraction of nodes sampled to train each round", in_range(0, 1, lo_open=True)),
-    Key("fraction-evaluate", float, 0.5, "fraction of nodes sampled for federated evaluation", in_range(0, 1, lo_open=True)),
+    Key(
+        "fraction-train",
+        float,
+        1.0,
+        "fraction of nodes sampled to train each round",
+        in_range(0, 1, lo_open=True),
+    ),
+    Key(
+        "fraction-evaluate",
+        float,
+        0.5,
+        "fraction of nodes sampled for federated evaluation",
+        in_range(0, 1, lo_open=True),
+    ),
     Key("min-train-nodes", int, 2, "minimum nodes sampled for training", at_least(1)),
     Key("min-evaluate-nodes", int, 2, "minimum nodes sampled for evaluation", at_least(1)),
     Key("min-available-nodes", int, 2, "nodes that must be connected before a round starts", at_least(1)),
-    Key("wait-for-nodes-timeout", float, 120.0, "seconds to wait for min-available-nodes", in_range(0, 1e9, lo_open=True)),
-    Key("round-timeout", float, 600.0, "seconds to wait for replies in one round", in_range(0, 1e9, lo_open=True)),
+    Key(
+        "wait-for-nodes-timeout",
+        float,
+        120.0,
+        "seconds to wait for min-available-nodes",
+        in_range(0, 1e9, lo_open=True),
+    ),
+    Key(
+        "round-timeout",
+        float,
+        600.0,
+        "seconds to wait for replies in one round",
+        in_range(0, 1e9, lo_open=True),
+    ),
     Key("local-epochs", int, 5, "local epochs per round (E)", at_least(1)),
-    Key("batch-size", int, 10, "local batch size (B); 0 = full batch (FedSGD with local-epochs=1)", at_least(0)),
+    Key(
+        "batch-size",
+        int,
+        10,
+        "local batch size (B); 0 = full batch (FedSGD with local-epochs=1)",
+        at_least(0),
+    ),
     Key("learning-rate", float, 0.1, "client SGD learning rate", in_range(0, 1e6, lo_open=True)),
     Key("momentum", float, 0.0, "client SGD momentum", in_range(0, 1, hi_open=True)),
     Key("weight-decay", float, 0.0, "client SGD weight decay", at_least(0)),
     Key("proximal-mu", float, 0.0, "FedProx μ: clients add (μ/2)‖w − w_global‖²", at_least(0)),
-    Key("straggler-fraction", float, 0.0, "fraction of sampled clients that run fewer epochs", in_range(0, 1)),
+    Key(
+        "straggler-fraction", float, 0.0, "fraction of sampled clients that run fewer epochs", in_range(0, 1)
+    ),
     Key("seed", int, 42, "seed for data splits, sampling, stragglers and local shuffling"),
-    Key("dataset", str, "digits", f"{', '.join([*BUILTIN_DATASETS, *HUB_DATASETS])} or a path to .npz", _check_dataset),
+    Key(
+        "dataset",
+        str,
+        "digits",
+        f"{', '.join([*BUILTIN_DATASETS, *HUB_DATASETS])} or a path to .npz",
+        _check_dataset,
+    ),
     Key("model", str, "auto", f"auto or one of {', '.join(MODELS)}", one_of("auto", *MODELS)),
-    Key("partitioner", str, "auto", "how training data is split across nodes (auto: natural for synthetic, else iid)", one_of("auto", *PARTITIONERS)),
-    Key("dirichlet-alpha", float, 0.5, "Dirichlet concentration (dirichlet partitioner)", in_range(0, 1e9, lo_open=True)),
+    Key(
+        "partitioner",
+        str,
+        "auto",
+        "how training data is split across nodes (auto: natural for synthetic, else iid)",
+        one_of("auto", *PARTITIONERS),
+    ),
+    Key(
+        "dirichlet-alpha",
+        float,
+        0.5,
+        "Dirichlet concentration (dirichlet partitioner)",
+        in_range(0, 1e9, lo_open=True),
+    ),
     Key("shards-per-client", int, 2, "shards per client (shard partitioner)", at_least(1)),
     Key("classes-per-client", int, 2, "classes per client (pathological partitioner)", at_least(1)),
-    Key("test-fraction", float, 0.2, "share of digits held out as the server's test set", in_range(0, 1, lo_open=True, hi_open=True)),
-    Key("val-fraction", float, 0.1, "share of each client's data kept for federated evaluation", in_range(0, 1, hi_open=True)),
+    Key(
+        "test-fraction",
+        float,
+        0.2,
+        "share of digits held out as the server's test set",
+        in_range(0, 1, lo_open=True, hi_open=True),
+    ),
+    Key(
+        "val-fraction",
+        float,
+        0.1,
+        "share of each client's data kept for federated evaluation",
+        in_range(0, 1, hi_open=True),
+    ),
     Key("synthetic-alpha", float, 1.0, "Synthetic(α, β): model heterogeneity α", at_least(0)),
     Key("synthetic-beta", float, 1.0, "Synthetic(α, β): data heterogeneity β", at_least(0)),
     Key("synthetic-devices", int, 30, "Synthetic: number of devices (one partition each)", at_least(1)),
     Key("synthetic-iid", bool, False, "Synthetic: the IID variant"),
     Key("device", str, "auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps", _check_device),
-    Key("threads-per-client", int, 0, "torch threads per client process; 0 = leave torch's default", at_least(0)),
+    Key(
+        "threads-per-client",
+        int,
+        0,
+        "torch threads per client process; 0 = leave torch's default",
+        at_least(0),
+    ),
     Key("output-dir", str, "outputs", "where run directories go (relative: see README)"),
     Key("central-eval", bool, True, "evaluate the global model on the server's test set each round"),
 )
@@ -120,7 +190,7 @@ def _coerce(key: Key, value: Any) -> Any:
 def _message(key: Key, value: Any, problem: str) -> str:
     return (
         f"run config: {key.name}={value!r} is invalid: {problem}. Fix it in pyproject.toml "
-        f"[tool.flwr.app.config] or override it with --run-config \"{key.name}=...\""
+        f'[tool.flwr.app.config] or override it with --run-config "{key.name}=..."'
     )
 
 
@@ -207,7 +277,13 @@ class AppConfig:
         """The model to use: ``model`` itself, or for ``auto`` the one fitting the data."""
         if self.model != "auto":
             return self.model
-        by_dataset = {"digits": "digits-cnn", "ylecun/mnist": "mnist-cnn", "uoft-cs/cifar10": "cifar-mobilenet", "synthetic": "logreg", "linreg": "linreg"}
+        by_dataset = {
+            "digits": "digits-cnn",
+            "ylecun/mnist": "mnist-cnn",
+            "uoft-cs/cifar10": "cifar-mobilenet",
+            "synthetic": "logreg",
+            "linreg": "linreg",
+        }
         if self.dataset in by_dataset:
             return by_dataset[self.dataset]
         by_shape = {(1, 8, 8): "digits-cnn", (1, 28, 28): "mnist-cnn", (3, 32, 32): "cifar-mobilenet"}

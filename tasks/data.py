@@ -142,7 +142,7 @@ LINREG_TEST_SIZE = 200
 
 
 def linreg_arrays(*, seed: int, noise_std: float = 0.1) -> tuple[np.ndarray, ...]:
-    """y = x·w* + b* + noise, with w*, b* drawn from the seed."""
+    """Y = x·w* + b* + noise, with w*, b* drawn from the seed."""
     rng = np.random.default_rng(seed)
     w_true = rng.normal(0, 1, LINREG_FEATURES)
     b_true = rng.normal(0, 1)
@@ -315,14 +315,10 @@ def bundle_from_raw(
             f"examples {x_test.shape[1:]}; both splits must share one shape"
         )
     num_classes = int(max(y_tr.max(), y_te.max())) + 1
-    return DataBundle(
-        name, x_train, y_tr.astype(np.int64), x_test, y_te.astype(np.int64), num_classes
-    )
+    return DataBundle(name, x_train, y_tr.astype(np.int64), x_test, y_te.astype(np.int64), num_classes)
 
 
-def split_holdout(
-    num_examples: int, *, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def split_holdout(num_examples: int, *, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``range(num_examples)`` into (train, held-out) index arrays, seeded.
 
     At least one example is kept for training; the held-out part may be empty.

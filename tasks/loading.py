@@ -41,7 +41,13 @@ def dataset_for(cfg: AppConfig) -> DataBundle:
 
 @functools.lru_cache(maxsize=8)
 def _partitions(
-    dataset_key: tuple, partitioner: str, num_partitions: int, seed: int, alpha: float, shards: int, classes: int
+    dataset_key: tuple,
+    partitioner: str,
+    num_partitions: int,
+    seed: int,
+    alpha: float,
+    shards: int,
+    classes: int,
 ) -> tuple[np.ndarray, ...]:
     bundle = load_dataset(dataset_key[0], **dict(dataset_key[1]))
     if partitioner == "natural":

@@ -53,8 +53,7 @@ def partition_indices(
 
     if partitioner not in PARTITIONERS or partitioner == "natural":
         raise ValueError(
-            f"partitioner={partitioner!r} is unknown here; use one of iid, dirichlet, "
-            f"shard, pathological"
+            f"partitioner={partitioner!r} is unknown here; use one of iid, dirichlet, shard, pathological"
         )
     if num_partitions < 1 or num_partitions > len(labels):
         raise ValueError(
@@ -101,10 +100,11 @@ def partition_indices(
             num_partitions=num_partitions,
             partition_by="label",
             num_classes_per_partition=classes_per_client,
+            # Give each client's first class deterministically so every class is used.
+            class_assignment_mode="first-deterministic",
             seed=seed,
         )
     part.dataset = table
     return [
-        np.sort(np.asarray(part.load_partition(i)["index"], dtype=np.int64))
-        for i in range(num_partitions)
+        np.sort(np.asarray(part.load_partition(i)["index"], dtype=np.int64)) for i in range(num_partitions)
     ]

@@ -1,0 +1,87 @@
+"""The NumPyClient subclass, unchanged, driven through the ClientApp's Message handlers."""
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+
+from client_app.app import app
+from strategies.records import from_layers, to_layers
+from tasks.data import DatasetError
+from tasks.models import build_model
+from tasks.train import get_weights
+
+
+def _message(message_type: str, config: dict) -> tuple[Message, list[str]]:
+    model = build_model("digits-cnn", (1, 8, 8), 10)
+    names = list(model.state_dict().keys())
+    content = RecordDict({"arrays": from_layers(names, get_weights(model)), "config": ConfigRecord(config)})
+    return Message(content, dst_node_id=7, message_type=message_type), names
+
+
+def _context(partition_id: int = 0) -> Context:
+    node_config = {"partition-id": partition_id, "num-partitions": 4}
+    return Context(run_id=99, node_id=7, node_config=node_config, state=RecordDict(), run_config={})
+
+
+TRAIN_CONFIG = {
+    "model": "digits-cnn",
+    "num-classes": 10,
+    "local-epochs": 1,
+    "batch-size": 10,
+    "learning-rate": 0.1,
+    "momentum": 0.0,
+    "weight-decay": 0.0,
+    "server-round": 1,
+}
+
+
+def test_train_handler_replies_arrays_metrics_and_num_examples() -> None:
+    msg, names = _message(MessageType.TRAIN, TRAIN_CONFIG)
+
+    reply = app(msg, _context())
+
+    assert not reply.has_error(), reply.error
+    arrays = reply.content["arrays"]
+    assert list(arrays.keys()) == names
+    sent = to_layers(msg.content["arrays"], names)
+    assert any(not np.array_equal(a, b) for a, b in zip(to_layers(arrays, names), sent, strict=True))
+    metrics = reply.content["metrics"]
+    # digits: 1437 training examples / 4 partitions ≈ 359, 10% held out for evaluation.
+    assert metrics["num-examples"] in (323, 324) and metrics["train-loss"] > 0
+    assert reply.content.config_records["info"]["device"] == "cpu"
+
+
+def test_evaluate_handler_reports_loss_accuracy_and_num_examples() -> None:
+    msg, _ = _message(MessageType.EVALUATE, {"model": "digits-cnn", "num-classes": 10})
+
+    reply = app(msg, _context(partition_id=1))
+
+    assert not reply.has_error(), reply.error
+    metrics = reply.content["metrics"]
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["num-examples"] == 36 and metrics["loss"] > 0
+
+
+def test_node_without_data_fails_naming_data_path() -> None:
+    # Flower's runtime turns this exception into an error reply carrying the message.
+    msg, _ = _message(MessageType.TRAIN, TRAIN_CONFIG)
+    ctx = Context(run_id=98, node_id=7, node_config={}, state=RecordDict(), run_config={})
+
+    with pytest.raises(DatasetError, match="data-path"):
+        app(msg, ctx)
+
+
+def test_device_file_is_used_whole(tmp_path) -> None:  # noqa: ANN001
+    from tasks.data import digits_arrays
+
+    x_tr, y_tr, x_te, y_te = digits_arrays(test_fraction=0.5, seed=0)
+    path = tmp_path / "node.npz"
+    np.savez(path, x_train=x_tr[:50], y_train=y_tr[:50], x_test=x_te[:20], y_test=y_te[:20])
+    msg, _ = _message(MessageType.TRAIN, TRAIN_CONFIG)
+    ctx = Context(
+        run_id=97, node_id=7, node_config={"data-path": str(path)}, state=RecordDict(), run_config={}
+    )
+
+    reply = app(msg, ctx)
+
+    assert not reply.has_error(), reply.error
+    assert reply.content["metrics"]["num-examples"] == 50

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+
+from strategies.fedavg import FedAvg
+from strategies.fedprox import FedProx
+from strategies.records import from_layers, to_layers
+from strategies.registry import REGISTRY, get_spec
+from tasks.config import AppConfig, ConfigError
+from tests.conftest import FakeGrid, config_record, make_reply
+
+
+def test_aggregate_train_weights_by_num_examples() -> None:
+    # Prepare
+    strategy = FedAvg(seed=0)
+    replies = [
+        make_reply(1, {"w": np.array([6.0, 0.0])}, {"num-examples": 100, "train-loss": 1.0}),
+        make_reply(2, {"w": np.array([0.0, 6.0])}, {"num-examples": 200, "train-loss": 2.0}),
+        make_reply(3, error="client crashed"),
+    ]
+
+    # Execute
+    arrays, metrics = strategy.aggregate_train(1, replies)
+
+    # Assert: weights 1/3, 2/3; the error reply is counted, not aggregated.
+    np.testing.assert_allclose(to_layers(arrays)[0], [2.0, 4.0])
+    assert metrics["train-loss"] == pytest.approx(1 / 3 + 4 / 3)
+    assert strategy.stats[1].succeeded == 2 and strategy.stats[1].failed == 1
+    assert strategy.stats[1].failed_nodes == [3]
+
+
+def test_no_successful_reply_keeps_the_model() -> None:
+    strategy = FedAvg()
+    arrays, metrics = strategy.aggregate_train(1, [make_reply(1, error="boom")])
+    assert arrays is None and metrics is None
+
+
+def _train_messages(strategy: FedAvg, nodes: list[int]) -> dict[int, dict]:
+    arrays = from_layers(["w"], [np.zeros(2, np.float32)])
+    msgs = strategy.configure_train(1, arrays, config_record(local_epochs=5), FakeGrid(nodes))
+    return {m.metadata.dst_node_id: dict(m.content["config"]) for m in msgs}
+
+
+def test_fedprox_sends_mu_and_fewer_epochs_to_the_same_stragglers_fedavg_drops() -> None:
+    nodes = list(range(1, 11))
+    common = dict(local_epochs=5, straggler_fraction=0.3, seed=7)
+
+    prox = _train_messages(FedProx(proximal_mu=0.1, **common), nodes)
+    avg = _train_messages(FedAvg(**common), nodes)
+
+    stragglers = {n for n, c in prox.items() if c["local-epochs"] < 5}
+    assert len(prox) == 10 and len(stragglers) == 3
+    assert all(c["proximal-mu"] == 0.1 and c["server-round"] == 1 for c in prox.values())
+    assert all(1 <= prox[n]["local-epochs"] <= 4 for n in stragglers)
+    # FedAvg samples the same clients and sends work only to the non-stragglers.
+    assert set(avg) == set(prox) - stragglers
+
+
+def test_sampling_fraction_and_seed() -> None:
+    a = _train_messages(FedAvg(fraction_train=0.3, min_train_nodes=2, seed=1), list(range(20)))
+    b = _train_messages(FedAvg(fraction_train=0.3, min_train_nodes=2, seed=1), list(range(20)))
+    assert len(a) == 6 and set(a) == set(b)
+
+
+def test_negative_mu_is_rejected() -> None:
+    with pytest.raises(ValueError, match="proximal-mu"):
+        FedProx(proximal_mu=-0.1)
+
+
+def test_unknown_strategy_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="known strategies: fedavg, fedprox"):
+        get_spec("fedsomething")
+
+
+def test_every_registered_strategy_builds_from_default_config() -> None:
+    cfg = AppConfig.from_run_config({})
+    for spec in REGISTRY.values():
+        assert spec.build(cfg) is not None
+
+
+def test_strategies_list_command_prints_names_and_keys() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "strategies", "list"], capture_output=True, text=True, check=True
+    )
+    assert (
+        "fedavg" in out.stdout
+        and "fedprox" in out.stdout
+        and "proximal-mu (float, default 0.0)" in out.stdout
+    )
+
+
+def test_nodes_that_never_reply_count_as_failed() -> None:
+    strategy = FedAvg(seed=0)
+    sent = _train_messages(strategy, [1, 2, 3])
+    assert set(sent) == {1, 2, 3}
+
+    strategy.aggregate_train(1, [make_reply(1, {"w": np.zeros(2, np.float32)}, {"num-examples": 5})])
+
+    assert strategy.stats[1].succeeded == 1 and strategy.stats[1].failed == 2
+    assert sorted(strategy.stats[1].failed_nodes) == [2, 3]
