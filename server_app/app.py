@@ -13,6 +13,7 @@ from flwr.supercore import log
 from server_app.plots import plot_curves
 from server_app.reporting import RoundReporter, node_table
 from server_app.run_dir import RunDirectory
+from strategies.control import StopTraining
 from strategies.records import from_layers, to_layers
 from strategies.registry import build_strategy, get_spec
 from tasks.config import AppConfig, ConfigError
@@ -84,9 +85,15 @@ def main(grid: Grid, context: Context) -> None:
         return result.loss, result.accuracy
 
     reporter = RoundReporter(
-        strategy.stats, run_dir, central_eval if cfg.central_eval else None, cfg.num_server_rounds
+        strategy.stats,
+        run_dir,
+        central_eval if cfg.central_eval else None,
+        cfg.num_server_rounds,
+        # Strategies may add per-round metrics (a DP strategy: ε, clipping norm).
+        extra_metrics=getattr(strategy, "round_metrics", None),
     )
     train_config, eval_config = client_configs(cfg, model_name, bundle.num_classes)
+    result_arrays = None
     try:
         result = strategy.start(
             grid=grid,
@@ -97,18 +104,23 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_config=eval_config,
             evaluate_fn=reporter,
         )
+        result_arrays = result.arrays
+        run_dir.status = "completed"
+    except StopTraining as stop:
+        run_dir.status = "stopped"
+        run_dir.notes.append(str(stop))
+        log(INFO, "edgebloom: stopped early: %s", stop)
     except BaseException as exc:
         run_dir.fail(exc)
         log(ERROR, "edgebloom: run failed (%s); partial results kept in %s", exc, run_dir.path)
         raise
     # result.arrays is None if no round aggregated; the reporter saw the last global model.
     final = to_layers(
-        result.arrays or reporter.latest_arrays or from_layers(names, get_weights(model)), names
+        result_arrays or reporter.latest_arrays or from_layers(names, get_weights(model)), names
     )
     run_dir.save_model(names, [np.array(a) for a in final])
-    run_dir.status = "completed"
     run_dir.write_metrics()
     plot_curves(run_dir.rounds, run_dir.path / "curves.png", f"{cfg.strategy} on {cfg.dataset}")
     if strategy.nodes:
         log(INFO, "Nodes (last training report):\n%s", node_table(strategy.nodes))
-    log(INFO, "edgebloom: run complete; outputs in %s", run_dir.path)
+    log(INFO, "edgebloom: run %s; outputs in %s", run_dir.status, run_dir.path)

@@ -31,6 +31,8 @@ def format_round(row: Mapping[str, Any], num_rounds: int) -> str:
     clients = f"clients {row['sampled']} sampled, {row['succeeded']} ok, {row['failed']} failed"
     if row.get("dropped"):
         clients += f", {row['dropped']} dropped"
+    if row.get("rejected"):
+        clients += f", {sum(row['rejected'].values())} rejected"
     return (
         f"{head} {clients} | train loss {_fmt(row.get('train_loss'))} | "
         f"fed acc {_fmt(row.get('federated_accuracy'))} | central acc {_fmt(row.get('central_accuracy'))} | "
@@ -82,6 +84,8 @@ class RoundReporter:
                 failed=stats.failed,
                 dropped=stats.dropped,
                 failed_nodes=list(stats.failed_nodes),
+                rejected=dict(stats.rejected),
+                kept_previous_model=stats.kept_previous_model,
                 eval_sampled=stats.eval_sampled,
                 eval_succeeded=stats.eval_succeeded,
                 train_loss=stats.train_loss,

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from logging import INFO, WARNING
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
@@ -31,8 +32,8 @@ from strategies.records import (
     METRICS_KEY,
     NUM_EXAMPLES,
     from_layers,
-    to_layers,
 )
+from strategies.reply_checks import ArraySpec, Rejection
 from strategies.sampling import (
     EVALUATE,
     STRAGGLERS,
@@ -43,6 +44,7 @@ from strategies.sampling import (
     sample_size,
     wait_for_nodes,
 )
+from strategies.validation import spec_of_record, validate_evaluate_reply, validate_train_reply
 
 
 @dataclass
@@ -56,6 +58,8 @@ class RoundStats:
     eval_sampled: int = 0
     eval_succeeded: int = 0
     failed_nodes: list[int] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)  # reason → count (train and evaluate)
+    kept_previous_model: bool = False
     train_loss: float | None = None
     federated_loss: float | None = None
     federated_accuracy: float | None = None
@@ -107,6 +111,8 @@ class FedAvg(FlowerFedAvg):
         local_epochs: int = 1,
         straggler_fraction: float = 0.0,
         seed: int = 0,
+        max_num_examples: int = 1_000_000,
+        min_valid_replies: int = 1,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -122,6 +128,9 @@ class FedAvg(FlowerFedAvg):
         self.local_epochs = local_epochs
         self.straggler_fraction = straggler_fraction
         self.seed = seed
+        self.max_num_examples = max_num_examples
+        self.min_valid_replies = min_valid_replies
+        self._spec: dict[int, ArraySpec] = {}
         self.stats: dict[int, RoundStats] = {}
         self.nodes: dict[int, NodeReport] = {}
         self._stragglers: dict[int, dict[int, int]] = {}
@@ -191,6 +200,7 @@ class FedAvg(FlowerFedAvg):
         else:
             per_node = {n: {"local-epochs": e} for n, e in stragglers.items()}
         self._sent[server_round] = list(node_ids)
+        self._spec[server_round] = spec_of_record(arrays)
         log(
             INFO,
             "configure_train: %d nodes sampled, %d stragglers (%s)",
@@ -215,13 +225,22 @@ class FedAvg(FlowerFedAvg):
                 good.append(msg)
         return good
 
-    def aggregate_train(
+    def _reject(self, stats: RoundStats, node: int, stage: str, rejection: Rejection) -> None:
+        log(WARNING, "%s: dropped reply from node %d: %s", stage, node, rejection)
+        stats.rejected[rejection.reason] = stats.rejected.get(rejection.reason, 0) + 1
+
+    def valid_train_replies(
         self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    ) -> tuple[list[Message], list[list[np.ndarray]], list[str]]:
+        """Replies that passed validation, their decoded layers, and the array names.
+
+        Every strategy built on this class aggregates only what this returns: errors,
+        timeouts and malformed replies are counted in ``stats`` and logged with the
+        node id and reason.
+        """
         replies = list(replies)
         good = self._split_replies(server_round, replies, "train")
         stats = self.stats.setdefault(server_round, RoundStats())
-        stats.succeeded = len(good)
         # Nodes that never answered within round-timeout count as failed too.
         answered = {m.metadata.src_node_id for m in replies}
         missing = [n for n in self._sent.get(server_round, []) if n not in answered]
@@ -229,17 +248,45 @@ class FedAvg(FlowerFedAvg):
             log(WARNING, "train: no reply within the round timeout from node(s) %s", missing)
             stats.failed += len(missing)
             stats.failed_nodes.extend(missing)
-        if not good:
-            log(
-                WARNING, "aggregate_train: no successful replies in round %d; keeping the model", server_round
+        spec = self._spec.get(server_round)
+        names = list(spec) if spec is not None else []
+        valid, layers = [], []
+        for msg in good:
+            if spec is None:  # aggregate without configure (unit use): trust the first reply's names
+                spec = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in msg.content[ARRAYS_KEY].items()}
+                names = list(spec)
+            arrays, rejection = validate_train_reply(
+                msg.content, spec, max_num_examples=self.max_num_examples
             )
+            if rejection is not None:
+                self._reject(stats, msg.metadata.src_node_id, "train", rejection)
+                continue
+            valid.append(msg)
+            layers.append([arrays[n] for n in names])
+        stats.succeeded = len(valid)
+        return valid, layers, names
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid, layers, names = self.valid_train_replies(server_round, replies)
+        stats = self.stats[server_round]
+        if len(valid) < max(self.min_valid_replies, 1):
+            # Never aggregate nothing (or too little): keep the previous global model.
+            log(
+                WARNING,
+                "aggregate_train: %d valid replies in round %d (min-valid-replies=%d); "
+                "keeping the previous model",
+                len(valid),
+                server_round,
+                self.min_valid_replies,
+            )
+            stats.kept_previous_model = True
             return None, None
-        names = list(good[0].content[self.arrayrecord_key].keys())
-        layers = [to_layers(m.content[self.arrayrecord_key], names) for m in good]
-        weights = [float(m.content[METRICS_KEY][NUM_EXAMPLES]) for m in good]
+        weights = [float(m.content[METRICS_KEY][NUM_EXAMPLES]) for m in valid]
         arrays = from_layers(names, self.aggregate_layers(layers, weights))
-        self._record_nodes(good)
-        metrics = aggregate_metricrecords([m.content for m in good], self.weighted_by_key)
+        self._record_nodes(valid)
+        metrics = aggregate_metricrecords([m.content for m in valid], self.weighted_by_key)
         stats.train_loss = _as_float(metrics.get("train-loss"))
         return arrays, metrics
 
@@ -267,8 +314,14 @@ class FedAvg(FlowerFedAvg):
         return self._messages(node_ids, arrays, config, MessageType.EVALUATE)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        good = self._split_replies(server_round, replies, "evaluate")
-        stats = self.stats[server_round]
+        stats = self.stats.setdefault(server_round, RoundStats())
+        good = []
+        for msg in self._split_replies(server_round, replies, "evaluate"):
+            rejection = validate_evaluate_reply(msg.content, max_num_examples=self.max_num_examples)
+            if rejection is None:
+                good.append(msg)
+            else:
+                self._reject(stats, msg.metadata.src_node_id, "evaluate", rejection)
         stats.eval_succeeded = len(good)
         if not good:
             return None

@@ -104,6 +104,10 @@ KEYS: tuple[Key, ...] = (
         "seconds to wait for replies in one round",
         in_range(0, 1e9, lo_open=True),
     ),
+    Key(
+        "max-num-examples", int, 1_000_000, "replies claiming more training examples are dropped", at_least(1)
+    ),
+    Key("min-valid-replies", int, 1, "fewer valid train replies keep the previous model", at_least(1)),
     Key("local-epochs", int, 5, "local epochs per round (E)", at_least(1)),
     Key(
         "batch-size",
@@ -172,6 +176,101 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("output-dir", str, "outputs", "where run directories go (relative: see README)"),
     Key("central-eval", bool, True, "evaluate the global model on the server's test set each round"),
+    # Differential privacy (strategies dp-fedavg / dp-fedprox; README "Privacy").
+    Key(
+        "dp-estimator",
+        str,
+        "fixed",
+        "fixed (Σw_kΔ_k/qW), clipped (…/max(qW_min, Σw_k)), uniform (mean, σ=zS/m), model-noise",
+        one_of("fixed", "clipped", "uniform", "model-noise"),
+    ),
+    Key(
+        "dp-clipping",
+        str,
+        "server",
+        "where updates are clipped: server (sees raw updates) or client",
+        one_of("server", "client"),
+    ),
+    Key(
+        "dp-clip-norm",
+        float,
+        1.0,
+        "S: L2 clipping norm of a client update (initial C with adaptive clipping)",
+        in_range(0, 1e9, lo_open=True),
+    ),
+    Key("dp-noise-multiplier", float, 1.0, "z: noise std = z · sensitivity", in_range(0, 1e9, lo_open=True)),
+    Key(
+        "dp-weight-cap", float, 100.0, "ŵ: client weight w_k = min(n_k/ŵ, 1)", in_range(0, 1e12, lo_open=True)
+    ),
+    Key(
+        "dp-population",
+        int,
+        0,
+        "N: clients in the population (0 = nodes connected at the start)",
+        at_least(0),
+    ),
+    Key("dp-min-total-weight", float, 0.0, "W_min for the clipped estimator (0 = W)", at_least(0)),
+    Key(
+        "dp-sampling",
+        str,
+        "poisson",
+        "poisson (each node with probability q) or fixed-size",
+        one_of("poisson", "fixed-size"),
+    ),
+    Key(
+        "dp-sampling-rate",
+        float,
+        0.1,
+        "q: per-round client sampling probability / fraction",
+        in_range(0, 1, lo_open=True),
+    ),
+    Key("dp-adaptive-clipping", bool, False, "adapt S to a quantile of update norms (Andrew et al. 2021)"),
+    Key("dp-target-quantile", float, 0.5, "γ: target fraction of unclipped updates", in_range(0, 1)),
+    Key(
+        "dp-clip-learning-rate",
+        float,
+        0.2,
+        "η_C: adaptive clipping step size",
+        in_range(0, 1e6, lo_open=True),
+    ),
+    Key(
+        "dp-count-noise-std",
+        float,
+        0.0,
+        "σ_b: noise on the unclipped count (0 = expected clients / 20)",
+        at_least(0),
+    ),
+    Key("dp-accountant", str, "rdp", "privacy accountant: rdp or pld (dp-accounting)", one_of("rdp", "pld")),
+    Key("dp-delta", float, 1e-5, "δ of the (ε, δ) guarantee", in_range(0, 1, lo_open=True, hi_open=True)),
+    Key(
+        "dp-max-epsilon",
+        float,
+        0.0,
+        "stop before the round that would exceed this ε (0 = no limit)",
+        at_least(0),
+    ),
+    Key("dp-noise-seed", int, -1, "seed for DP noise (-1 = OS entropy; a known seed voids the guarantee)"),
+    Key(
+        "dp-sgd-noise-multiplier",
+        float,
+        0.0,
+        "client DP-SGD (Opacus) noise multiplier (0 = off)",
+        at_least(0),
+    ),
+    Key(
+        "dp-sgd-max-grad-norm",
+        float,
+        1.0,
+        "client DP-SGD per-sample gradient clipping norm",
+        in_range(0, 1e9, lo_open=True),
+    ),
+    Key(
+        "dp-sgd-delta",
+        float,
+        1e-5,
+        "δ for each client's DP-SGD ε",
+        in_range(0, 1, lo_open=True, hi_open=True),
+    ),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 
@@ -211,6 +310,8 @@ class AppConfig:
     min_available_nodes: int
     wait_for_nodes_timeout: float
     round_timeout: float
+    max_num_examples: int
+    min_valid_replies: int
     local_epochs: int
     batch_size: int
     learning_rate: float
@@ -235,6 +336,26 @@ class AppConfig:
     threads_per_client: int
     output_dir: str
     central_eval: bool
+    dp_estimator: str
+    dp_clipping: str
+    dp_clip_norm: float
+    dp_noise_multiplier: float
+    dp_weight_cap: float
+    dp_population: int
+    dp_min_total_weight: float
+    dp_sampling: str
+    dp_sampling_rate: float
+    dp_adaptive_clipping: bool
+    dp_target_quantile: float
+    dp_clip_learning_rate: float
+    dp_count_noise_std: float
+    dp_accountant: str
+    dp_delta: float
+    dp_max_epsilon: float
+    dp_noise_seed: int
+    dp_sgd_noise_multiplier: float
+    dp_sgd_max_grad_norm: float
+    dp_sgd_delta: float
     extra: Mapping[str, Scalar] = field(default_factory=dict)
 
     @classmethod

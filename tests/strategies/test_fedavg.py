@@ -67,7 +67,7 @@ def test_negative_mu_is_rejected() -> None:
 
 
 def test_unknown_strategy_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="known strategies: fedavg, fedprox"):
+    with pytest.raises(ConfigError, match="known strategies: dp-fedavg, dp-fedprox, fedavg, fedprox"):
         get_spec("fedsomething")
 
 
@@ -100,3 +100,55 @@ def test_nodes_that_never_reply_count_as_failed() -> None:
 
     assert strategy.stats[1].succeeded == 1 and strategy.stats[1].failed == 2
     assert sorted(strategy.stats[1].failed_nodes) == [2, 3]
+
+
+def _global(strategy: FedAvg, nodes: list[int]) -> None:
+    arrays = from_layers(["w"], [np.zeros(2, np.float32)])
+    list(strategy.configure_train(1, arrays, config_record(local_epochs=1), FakeGrid(nodes)))
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (make_reply(9, {"w": np.zeros(3, np.float32)}, {"num-examples": 5}), "wrong-shape"),
+        (make_reply(9, {"w": np.zeros(2, np.float64)}, {"num-examples": 5}), "wrong-dtype"),
+        (make_reply(9, {"w": np.array([np.nan, 0], np.float32)}, {"num-examples": 5}), "non-finite"),
+        (make_reply(9, {"v": np.zeros(2, np.float32)}, {"num-examples": 5}), "missing-arrays"),
+        (make_reply(9, {"w": np.zeros(2, np.float32)}, {"num-examples": 10**9}), "num-examples-too-large"),
+        (make_reply(9, {"w": np.zeros(2, np.float32)}, {"num-examples": 0}), "num-examples-non-positive"),
+        (make_reply(9, {"w": np.zeros(2, np.float32)}, {"num-examples": 2.5}), "num-examples-not-integer"),
+        (make_reply(9, {"w": np.zeros(2, np.float32)}, None), "missing-records"),
+    ],
+)
+def test_malformed_replies_are_dropped_counted_and_never_aggregated(bad, reason: str) -> None:  # noqa: ANN001
+    strategy = FedAvg(max_num_examples=1000)
+    _global(strategy, [1, 9])
+    good = make_reply(1, {"w": np.array([1.0, 2.0], np.float32)}, {"num-examples": 5})
+
+    arrays, _ = strategy.aggregate_train(1, [good, bad])
+
+    np.testing.assert_array_equal(to_layers(arrays)[0], [1.0, 2.0])
+    assert strategy.stats[1].rejected == {reason: 1} and strategy.stats[1].succeeded == 1
+
+
+def test_too_few_valid_replies_keep_the_previous_model() -> None:
+    strategy = FedAvg(min_valid_replies=2)
+    _global(strategy, [1, 2])
+    replies = [
+        make_reply(1, {"w": np.ones(2, np.float32)}, {"num-examples": 5}),
+        make_reply(2, {"w": np.ones(2, np.float32)}, {"num-examples": -1}),
+    ]
+
+    arrays, metrics = strategy.aggregate_train(1, replies)
+
+    assert arrays is None and metrics is None and strategy.stats[1].kept_previous_model
+
+
+def test_evaluate_replies_with_bad_metrics_are_dropped() -> None:
+    strategy = FedAvg()
+    good = make_reply(1, None, {"num-examples": 10, "loss": 1.0, "accuracy": 0.5}, message_type="evaluate")
+    bad = make_reply(2, None, {"num-examples": 10, "loss": float("inf"), "accuracy": 0.9}, message_type="evaluate")
+
+    metrics = strategy.aggregate_evaluate(1, [good, bad])
+
+    assert metrics["accuracy"] == pytest.approx(0.5) and strategy.stats[1].rejected == {"non-finite-metric": 1}
