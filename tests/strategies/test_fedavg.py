@@ -147,8 +147,12 @@ def test_too_few_valid_replies_keep_the_previous_model() -> None:
 def test_evaluate_replies_with_bad_metrics_are_dropped() -> None:
     strategy = FedAvg()
     good = make_reply(1, None, {"num-examples": 10, "loss": 1.0, "accuracy": 0.5}, message_type="evaluate")
-    bad = make_reply(2, None, {"num-examples": 10, "loss": float("inf"), "accuracy": 0.9}, message_type="evaluate")
+    bad = make_reply(
+        2, None, {"num-examples": 10, "loss": float("inf"), "accuracy": 0.9}, message_type="evaluate"
+    )
 
     metrics = strategy.aggregate_evaluate(1, [good, bad])
 
-    assert metrics["accuracy"] == pytest.approx(0.5) and strategy.stats[1].rejected == {"non-finite-metric": 1}
+    assert metrics["accuracy"] == pytest.approx(0.5) and strategy.stats[1].rejected == {
+        "non-finite-metric": 1
+    }
