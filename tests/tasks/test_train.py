@@ -17,7 +17,7 @@ def test_proximal_term_is_half_mu_squared_norm_and_its_gradient_is_mu_delta() ->
     term.backward()
 
     # Assert: (0.1/2)·26 = 1.3; gradient 0.1·Δ.
-    assert float(term) == pytest.approx(1.3)
+    assert float(term.detach()) == pytest.approx(1.3)
     np.testing.assert_allclose(w[0].grad.numpy(), [0.3, 0.4], rtol=1e-6)
     np.testing.assert_allclose(w[1].grad.numpy(), [0.1], rtol=1e-6)
 
