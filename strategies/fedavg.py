@@ -271,16 +271,10 @@ class FedAvg(FlowerFedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         valid, layers, names = self.valid_train_replies(server_round, replies)
         stats = self.stats[server_round]
-        if len(valid) < max(self.min_valid_replies, 1):
+        problem = self.too_few_replies(len(valid))
+        if problem is not None:
             # Never aggregate nothing (or too little): keep the previous global model.
-            log(
-                WARNING,
-                "aggregate_train: %d valid replies in round %d (min-valid-replies=%d); "
-                "keeping the previous model",
-                len(valid),
-                server_round,
-                self.min_valid_replies,
-            )
+            log(WARNING, "aggregate_train: round %d keeps the previous model: %s", server_round, problem)
             stats.kept_previous_model = True
             return None, None
         weights = [float(m.content[METRICS_KEY][NUM_EXAMPLES]) for m in valid]
@@ -289,6 +283,12 @@ class FedAvg(FlowerFedAvg):
         metrics = aggregate_metricrecords([m.content for m in valid], self.weighted_by_key)
         stats.train_loss = _as_float(metrics.get("train-loss"))
         return arrays, metrics
+
+    def too_few_replies(self, num_valid: int) -> str | None:
+        """Why ``num_valid`` valid replies are not enough to aggregate, or None."""
+        if num_valid < max(self.min_valid_replies, 1):
+            return f"{num_valid} valid replies, min-valid-replies={self.min_valid_replies}"
+        return None
 
     def aggregate_layers(self, layers: list[list], weights: list[float]) -> list:
         """The aggregation rule; FedAvg: example-weighted mean (override to change it)."""

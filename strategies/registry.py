@@ -13,6 +13,10 @@ from flwr.serverapp.strategy import Strategy
 
 from strategies.fedavg import FedAvg
 from strategies.fedprox import FedProx
+from strategies.median import FedMedian
+from strategies.multikrum import MultiKrum
+from strategies.norm_bounded import NormBoundedFedAvg
+from strategies.trimmed_mean import FedTrimmedMean
 from tasks.config import AppConfig, ConfigError
 
 
@@ -72,6 +76,38 @@ REGISTRY: dict[str, StrategySpec] = {
             "FedProx (Li et al. 2020): proximal term on clients; stragglers aggregated",
             lambda cfg: FedProx(proximal_mu=cfg.proximal_mu, **common_kwargs(cfg)),  # type: ignore[arg-type]
             keys=("proximal-mu",),
+        ),
+        StrategySpec(
+            "median",
+            "coordinate-wise median (Yin et al. 2018); tolerates f < n/2",
+            lambda cfg: FedMedian(num_byzantine=cfg.robust_num_byzantine, **common_kwargs(cfg)),  # type: ignore[arg-type]
+            keys=("robust-num-byzantine",),
+        ),
+        StrategySpec(
+            "trimmed-mean",
+            "coordinate-wise beta-trimmed mean (Yin et al. 2018); needs beta >= f/n, 2*beta*n < n",
+            lambda cfg: FedTrimmedMean(
+                beta=cfg.trimmed_mean_beta,
+                num_byzantine=cfg.robust_num_byzantine,
+                **common_kwargs(cfg),  # type: ignore[arg-type]
+            ),
+            keys=("trimmed-mean-beta", "robust-num-byzantine"),
+        ),
+        StrategySpec(
+            "multi-krum",
+            "Multi-Krum (Blanchard et al. 2017); needs n > 2f + 2",
+            lambda cfg: MultiKrum(
+                num_byzantine=cfg.robust_num_byzantine,
+                num_selected=cfg.krum_num_selected,
+                **common_kwargs(cfg),  # type: ignore[arg-type]
+            ),
+            keys=("robust-num-byzantine", "krum-num-selected"),
+        ),
+        StrategySpec(
+            "norm-bounded",
+            "FedAvg over server-clipped updates (norm-bound)",
+            lambda cfg: NormBoundedFedAvg(max_norm=cfg.norm_bound, **common_kwargs(cfg)),  # type: ignore[arg-type]
+            keys=("norm-bound",),
         ),
         StrategySpec(
             "dp-fedavg",

@@ -176,6 +176,11 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("output-dir", str, "outputs", "where run directories go (relative: see README)"),
     Key("central-eval", bool, True, "evaluate the global model on the server's test set each round"),
+    # Robust aggregation (strategies median, trimmed-mean, multi-krum, norm-bounded).
+    Key("robust-num-byzantine", int, 1, "f: Byzantine clients to tolerate", at_least(0)),
+    Key("trimmed-mean-beta", float, 0.2, "β: share trimmed at each end", in_range(0, 0.5, hi_open=True)),
+    Key("krum-num-selected", int, 0, "m: clients Multi-Krum averages (0 = n − f)", at_least(0)),
+    Key("norm-bound", float, 1.0, "L2 bound on each client update", in_range(0, 1e9, lo_open=True)),
     # Differential privacy (strategies dp-fedavg / dp-fedprox; README "Privacy").
     Key(
         "dp-estimator",
@@ -336,6 +341,10 @@ class AppConfig:
     threads_per_client: int
     output_dir: str
     central_eval: bool
+    robust_num_byzantine: int
+    trimmed_mean_beta: float
+    krum_num_selected: int
+    norm_bound: float
     dp_estimator: str
     dp_clipping: str
     dp_clip_norm: float

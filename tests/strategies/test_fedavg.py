@@ -156,3 +156,63 @@ def test_evaluate_replies_with_bad_metrics_are_dropped() -> None:
     assert metrics["accuracy"] == pytest.approx(0.5) and strategy.stats[1].rejected == {
         "non-finite-metric": 1
     }
+
+
+ROBUST = {
+    "median": lambda: __import__("strategies.median", fromlist=["FedMedian"]).FedMedian(num_byzantine=1),
+    "trimmed-mean": lambda: __import__("strategies.trimmed_mean", fromlist=["x"]).FedTrimmedMean(
+        beta=0.2, num_byzantine=1
+    ),
+    "multi-krum": lambda: __import__("strategies.multikrum", fromlist=["x"]).MultiKrum(num_byzantine=1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROBUST))
+def test_robust_strategies_ignore_one_attacker_among_five(name: str) -> None:
+    # Prepare: four honest clients near 1.0, one attacker at 1e6 claiming many examples.
+    strategy = ROBUST[name]()
+    _global(strategy, [1, 2, 3, 4, 5])
+    honest = [
+        make_reply(i, {"w": np.full(2, 1.0 + 0.01 * i, np.float32)}, {"num-examples": 5})
+        for i in (1, 2, 3, 4)
+    ]
+    attacker = make_reply(5, {"w": np.full(2, 1e6, np.float32)}, {"num-examples": 999})
+
+    arrays, _ = strategy.aggregate_train(1, [*honest, attacker])
+
+    assert np.all(np.abs(to_layers(arrays)[0] - 1.025) < 0.05)
+
+
+def test_multi_krum_rejects_a_sample_outside_its_guarantee_before_training() -> None:
+    from strategies.multikrum import MultiKrum
+
+    strategy = MultiKrum(num_byzantine=2, min_train_nodes=2)
+    with pytest.raises(ConfigError, match=r"n > 2f \+ 2, got n=5, f=2"):
+        _global(strategy, [1, 2, 3, 4, 5])
+
+
+def test_norm_bounded_clips_each_update() -> None:
+    from strategies.norm_bounded import NormBoundedFedAvg
+
+    strategy = NormBoundedFedAvg(max_norm=1.0)
+    _global(strategy, [1, 2])
+    replies = [
+        make_reply(1, {"w": np.array([3.0, 4.0], np.float32)}, {"num-examples": 1}),  # ‖Δ‖=5 → (0.6, 0.8)
+        make_reply(2, {"w": np.array([0.0, 0.5], np.float32)}, {"num-examples": 1}),  # within the bound
+    ]
+
+    arrays, _ = strategy.aggregate_train(1, replies)
+
+    np.testing.assert_allclose(to_layers(arrays)[0], [0.3, 0.65], rtol=1e-6)
+
+
+def test_too_few_valid_replies_for_the_guarantee_keep_the_model() -> None:
+    from strategies.median import FedMedian
+
+    strategy = FedMedian(num_byzantine=1)
+    _global(strategy, [1, 2, 3])
+    replies = [make_reply(1, {"w": np.ones(2, np.float32)}, {"num-examples": 5}), make_reply(2, error="x")]
+
+    arrays, _ = strategy.aggregate_train(1, replies)
+
+    assert arrays is None and strategy.stats[1].kept_previous_model
