@@ -17,13 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client_app.client import TorchClient
-from strategies.dp_math import clip_update
 from strategies.records import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -40,21 +38,6 @@ from tasks.models import build_model
 from tasks.train import device_kind, pick_device
 
 app = ClientApp()
-
-#: Set by a DP strategy with client-side clipping: the L2 norm S to clip updates to.
-DP_CLIP_NORM = "dp-clip-norm"
-#: Reported back: 1 if the update's norm was <= S (for adaptive clipping).
-DP_UNCLIPPED = "dp-unclipped"
-
-
-def clip_model_update(
-    old: list[np.ndarray], new: list[np.ndarray], *, clip_norm: float
-) -> tuple[list[np.ndarray], bool]:
-    """Return ``old + clip(new − old)`` and whether the update was within ``clip_norm``."""
-    delta = [n.astype(np.float32) - o.astype(np.float32) for o, n in zip(old, new, strict=True)]
-    clipped, unclipped = clip_update(delta, clip_norm=clip_norm)
-    out = [(o + d).astype(n.dtype) for o, d, n in zip(old, clipped, new, strict=True)]
-    return out, unclipped
 
 
 @dataclass
@@ -99,21 +82,7 @@ def _client(context: Context, config: ConfigRecord) -> _Cached:
         device = pick_device(cfg.device)
         model = build_model(model_name, tuple(data.x_train.shape[1:]), num_classes)
         seed = cfg.seed + (source[1] if source[0] == "partition" else 0)
-        client: TorchClient
-        if cfg.dp_sgd_noise_multiplier > 0:
-            from client_app.dpsgd import DPSGDClient  # Opacus only where DP-SGD is asked for
-
-            client = DPSGDClient(
-                model,
-                data,
-                device,
-                seed=seed,
-                noise_multiplier=cfg.dp_sgd_noise_multiplier,
-                max_grad_norm=cfg.dp_sgd_max_grad_norm,
-                delta=cfg.dp_sgd_delta,
-            )
-        else:
-            client = TorchClient(model, data, device, seed=seed)
+        client = TorchClient(model, data, device, seed=seed)
         _CACHE[key] = _Cached(client, list(client.model.state_dict().keys()), device_kind(device))
     return _CACHE[key]
 
@@ -125,10 +94,6 @@ def train(msg: Message, context: Context) -> Message:
     cached = _client(context, config)
     params = to_layers(msg.content[ARRAYS_KEY], cached.names)
     new_params, num_examples, metrics = cached.client.fit(params, dict(config))
-    if DP_CLIP_NORM in config:
-        # Client-side clipping for user-level DP: the server only sees the clipped update.
-        new_params, unclipped = clip_model_update(params, new_params, clip_norm=float(config[DP_CLIP_NORM]))
-        metrics[DP_UNCLIPPED] = int(unclipped)
     reply = RecordDict(
         {
             ARRAYS_KEY: from_layers(cached.names, new_params),

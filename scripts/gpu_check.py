@@ -40,7 +40,10 @@ def main() -> int:
         acc_dev, w_dev, s_dev = run(device, mu)
         acc_cpu, w_cpu, s_cpu = run(torch.device("cpu"), mu)
         diff = max(float(np.abs(a - b).max()) for a, b in zip(w_dev, w_cpu, strict=True))
-        print(f"mu={mu}: {device.type} acc {acc_dev:.4f} ({s_dev:.2f}s) | cpu acc {acc_cpu:.4f} ({s_cpu:.2f}s) | max |w_dev - w_cpu| {diff:.2e}")
+        print(
+            f"mu={mu}: {device.type} acc {acc_dev:.4f} ({s_dev:.2f}s) | "
+            f"cpu acc {acc_cpu:.4f} ({s_cpu:.2f}s) | max |w_dev - w_cpu| {diff:.2e}"
+        )
     return 0 if device.type == "cuda" else 1
 
 

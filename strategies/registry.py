@@ -37,22 +37,6 @@ def common_kwargs(cfg: AppConfig) -> dict[str, object]:
     }
 
 
-def _dp(cfg: AppConfig, inner: Strategy) -> Strategy:
-    from strategies.dp_fedavg import build_dp_strategy  # dp-accounting only when DP is used
-
-    return build_dp_strategy(cfg, inner)
-
-
-DP_KEYS = tuple(
-    k
-    for k in (
-        "dp-estimator dp-clipping dp-clip-norm dp-noise-multiplier dp-weight-cap dp-population "
-        "dp-min-total-weight dp-sampling dp-sampling-rate dp-adaptive-clipping dp-target-quantile "
-        "dp-clip-learning-rate dp-count-noise-std dp-accountant dp-delta dp-max-epsilon dp-noise-seed"
-    ).split()
-)
-
-
 @dataclass(frozen=True)
 class StrategySpec:
     """A registered strategy: how to build it and which run-config keys it reads."""
@@ -108,18 +92,6 @@ REGISTRY: dict[str, StrategySpec] = {
             "FedAvg over server-clipped updates (norm-bound)",
             lambda cfg: NormBoundedFedAvg(max_norm=cfg.norm_bound, **common_kwargs(cfg)),  # type: ignore[arg-type]
             keys=("norm-bound",),
-        ),
-        StrategySpec(
-            "dp-fedavg",
-            "weighted DP-FedAvg (McMahan et al. 2018): clipped, noised, privacy-accounted FedAvg",
-            lambda cfg: _dp(cfg, FedAvg(**common_kwargs(cfg))),  # type: ignore[arg-type]
-            keys=DP_KEYS,
-        ),
-        StrategySpec(
-            "dp-fedprox",
-            "weighted DP-FedAvg around FedProx",
-            lambda cfg: _dp(cfg, FedProx(proximal_mu=cfg.proximal_mu, **common_kwargs(cfg))),  # type: ignore[arg-type]
-            keys=("proximal-mu", *DP_KEYS),
         ),
     )
 }

@@ -181,101 +181,6 @@ KEYS: tuple[Key, ...] = (
     Key("trimmed-mean-beta", float, 0.2, "β: share trimmed at each end", in_range(0, 0.5, hi_open=True)),
     Key("krum-num-selected", int, 0, "m: clients Multi-Krum averages (0 = n − f)", at_least(0)),
     Key("norm-bound", float, 1.0, "L2 bound on each client update", in_range(0, 1e9, lo_open=True)),
-    # Differential privacy (strategies dp-fedavg / dp-fedprox; README "Privacy").
-    Key(
-        "dp-estimator",
-        str,
-        "fixed",
-        "fixed (Σw_kΔ_k/qW), clipped (…/max(qW_min, Σw_k)), uniform (mean, σ=zS/m), model-noise",
-        one_of("fixed", "clipped", "uniform", "model-noise"),
-    ),
-    Key(
-        "dp-clipping",
-        str,
-        "server",
-        "where updates are clipped: server (sees raw updates) or client",
-        one_of("server", "client"),
-    ),
-    Key(
-        "dp-clip-norm",
-        float,
-        1.0,
-        "S: L2 clipping norm of a client update (initial C with adaptive clipping)",
-        in_range(0, 1e9, lo_open=True),
-    ),
-    Key("dp-noise-multiplier", float, 1.0, "z: noise std = z · sensitivity", in_range(0, 1e9, lo_open=True)),
-    Key(
-        "dp-weight-cap", float, 100.0, "ŵ: client weight w_k = min(n_k/ŵ, 1)", in_range(0, 1e12, lo_open=True)
-    ),
-    Key(
-        "dp-population",
-        int,
-        0,
-        "N: clients in the population (0 = nodes connected at the start)",
-        at_least(0),
-    ),
-    Key("dp-min-total-weight", float, 0.0, "W_min for the clipped estimator (0 = W)", at_least(0)),
-    Key(
-        "dp-sampling",
-        str,
-        "poisson",
-        "poisson (each node with probability q) or fixed-size",
-        one_of("poisson", "fixed-size"),
-    ),
-    Key(
-        "dp-sampling-rate",
-        float,
-        0.1,
-        "q: per-round client sampling probability / fraction",
-        in_range(0, 1, lo_open=True),
-    ),
-    Key("dp-adaptive-clipping", bool, False, "adapt S to a quantile of update norms (Andrew et al. 2021)"),
-    Key("dp-target-quantile", float, 0.5, "γ: target fraction of unclipped updates", in_range(0, 1)),
-    Key(
-        "dp-clip-learning-rate",
-        float,
-        0.2,
-        "η_C: adaptive clipping step size",
-        in_range(0, 1e6, lo_open=True),
-    ),
-    Key(
-        "dp-count-noise-std",
-        float,
-        0.0,
-        "σ_b: noise on the unclipped count (0 = expected clients / 20)",
-        at_least(0),
-    ),
-    Key("dp-accountant", str, "rdp", "privacy accountant: rdp or pld (dp-accounting)", one_of("rdp", "pld")),
-    Key("dp-delta", float, 1e-5, "δ of the (ε, δ) guarantee", in_range(0, 1, lo_open=True, hi_open=True)),
-    Key(
-        "dp-max-epsilon",
-        float,
-        0.0,
-        "stop before the round that would exceed this ε (0 = no limit)",
-        at_least(0),
-    ),
-    Key("dp-noise-seed", int, -1, "seed for DP noise (-1 = OS entropy; a known seed voids the guarantee)"),
-    Key(
-        "dp-sgd-noise-multiplier",
-        float,
-        0.0,
-        "client DP-SGD (Opacus) noise multiplier (0 = off)",
-        at_least(0),
-    ),
-    Key(
-        "dp-sgd-max-grad-norm",
-        float,
-        1.0,
-        "client DP-SGD per-sample gradient clipping norm",
-        in_range(0, 1e9, lo_open=True),
-    ),
-    Key(
-        "dp-sgd-delta",
-        float,
-        1e-5,
-        "δ for each client's DP-SGD ε",
-        in_range(0, 1, lo_open=True, hi_open=True),
-    ),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 
@@ -345,26 +250,6 @@ class AppConfig:
     trimmed_mean_beta: float
     krum_num_selected: int
     norm_bound: float
-    dp_estimator: str
-    dp_clipping: str
-    dp_clip_norm: float
-    dp_noise_multiplier: float
-    dp_weight_cap: float
-    dp_population: int
-    dp_min_total_weight: float
-    dp_sampling: str
-    dp_sampling_rate: float
-    dp_adaptive_clipping: bool
-    dp_target_quantile: float
-    dp_clip_learning_rate: float
-    dp_count_noise_std: float
-    dp_accountant: str
-    dp_delta: float
-    dp_max_epsilon: float
-    dp_noise_seed: int
-    dp_sgd_noise_multiplier: float
-    dp_sgd_max_grad_norm: float
-    dp_sgd_delta: float
     extra: Mapping[str, Scalar] = field(default_factory=dict)
 
     @classmethod
