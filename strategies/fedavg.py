@@ -211,16 +211,12 @@ class FedAvg(FlowerFedAvg):
         return self._messages(node_ids, arrays, config, MessageType.TRAIN, per_node)
 
     def _split_replies(self, server_round: int, replies: Iterable[Message], stage: str) -> list[Message]:
-        """Replies without errors; errors are logged with node id and counted."""
+        """Replies without errors; errors are logged with the node id."""
         good: list[Message] = []
-        stats = self.stats.setdefault(server_round, RoundStats())
         for msg in replies:
             if msg.has_error():
                 node = msg.metadata.src_node_id
                 log(WARNING, "%s: node %d failed: %s", stage, node, msg.error.reason)
-                if stage == "train":
-                    stats.failed += 1
-                    stats.failed_nodes.append(node)
             else:
                 good.append(msg)
         return good
@@ -241,13 +237,21 @@ class FedAvg(FlowerFedAvg):
         replies = list(replies)
         good = self._split_replies(server_round, replies, "train")
         stats = self.stats.setdefault(server_round, RoundStats())
-        # Nodes that never answered within round-timeout count as failed too.
-        answered = {m.metadata.src_node_id for m in replies}
-        missing = [n for n in self._sent.get(server_round, []) if n not in answered]
-        if missing:
-            log(WARNING, "train: no reply within the round timeout from node(s) %s", missing)
-            stats.failed += len(missing)
-            stats.failed_nodes.extend(missing)
+        # A node failed if it was sent work and returned no good reply: errors, timeouts,
+        # and errors the SuperLink writes on a dead node's behalf (their src_node_id is
+        # not the node's), each counted once.
+        ok_nodes = {m.metadata.src_node_id for m in good}
+        sent = self._sent.get(server_round)
+        if sent is None:  # aggregate without configure (unit use): count error replies
+            failed_nodes = [m.metadata.src_node_id for m in replies if m.has_error()]
+        else:
+            failed_nodes = [n for n in sent if n not in ok_nodes]
+            answered = {m.metadata.src_node_id for m in replies}
+            silent = [n for n in failed_nodes if n not in answered]
+            if silent:
+                log(WARNING, "train: no reply from node(s) %s (timeout or node lost)", silent)
+        stats.failed = len(failed_nodes)
+        stats.failed_nodes = failed_nodes
         spec = self._spec.get(server_round)
         names = list(spec) if spec is not None else []
         valid, layers = [], []

@@ -218,3 +218,20 @@ def test_too_few_valid_replies_for_the_guarantee_keep_the_model() -> None:
     arrays, _ = strategy.aggregate_train(1, replies)
 
     assert arrays is None and strategy.stats[1].kept_previous_model
+
+
+def test_an_error_written_by_the_superlink_for_a_dead_node_is_counted_once() -> None:
+    # The SuperLink answers for an unreachable node with an error whose src_node_id is
+    # not that node's id; the node must be counted (and named) once.
+    strategy = FedAvg(seed=0)
+    _train_messages(strategy, [11, 12])
+
+    strategy.aggregate_train(
+        1,
+        [
+            make_reply(11, {"w": np.zeros(2, np.float32)}, {"num-examples": 5}),
+            make_reply(1, error="Node Unavailable"),
+        ],
+    )
+
+    assert strategy.stats[1].failed == 1 and strategy.stats[1].failed_nodes == [12]
