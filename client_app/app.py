@@ -22,6 +22,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client_app.client import TorchClient
+from client_app.dp import CLIP_NORM_KEY, UNCLIPPED_KEY, clip_own_update, make_client
 from strategies.records import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -82,7 +83,7 @@ def _client(context: Context, config: ConfigRecord) -> _Cached:
         device = pick_device(cfg.device)
         model = build_model(model_name, tuple(data.x_train.shape[1:]), num_classes)
         seed = cfg.seed + (source[1] if source[0] == "partition" else 0)
-        client = TorchClient(model, data, device, seed=seed)
+        client = make_client(cfg, model, data, device, seed)
         _CACHE[key] = _Cached(client, list(client.model.state_dict().keys()), device_kind(device))
     return _CACHE[key]
 
@@ -94,6 +95,9 @@ def train(msg: Message, context: Context) -> Message:
     cached = _client(context, config)
     params = to_layers(msg.content[ARRAYS_KEY], cached.names)
     new_params, num_examples, metrics = cached.client.fit(params, dict(config))
+    if CLIP_NORM_KEY in config:  # client-side DP clipping: the server never sees the raw update
+        new_params, unclipped = clip_own_update(params, new_params, float(config[CLIP_NORM_KEY]))
+        metrics[UNCLIPPED_KEY] = int(unclipped)
     reply = RecordDict(
         {
             ARRAYS_KEY: from_layers(cached.names, new_params),

@@ -33,10 +33,15 @@ def format_round(row: Mapping[str, Any], num_rounds: int) -> str:
         clients += f", {row['dropped']} dropped"
     if row.get("rejected"):
         clients += f", {sum(row['rejected'].values())} rejected"
+    privacy = ""
+    if row.get("epsilon") is not None:  # user-level DP (dp-fedavg / dp-fedprox)
+        privacy += f" | ε {row['epsilon']:.3f} (δ={row['delta']:g})"
+    if row.get("dp_sgd_epsilon") is not None:  # sample-level DP-SGD, the worst client's own ε
+        privacy += f" | client DP-SGD ε ≤ {row['dp_sgd_epsilon']:.3f}"
     return (
         f"{head} {clients} | train loss {_fmt(row.get('train_loss'))} | "
-        f"fed acc {_fmt(row.get('federated_accuracy'))} | central acc {_fmt(row.get('central_accuracy'))} | "
-        f"{row['seconds']:.1f}s"
+        f"fed acc {_fmt(row.get('federated_accuracy'))} | central acc {_fmt(row.get('central_accuracy'))}"
+        f"{privacy} | {row['seconds']:.1f}s"
     )
 
 
@@ -92,6 +97,8 @@ class RoundReporter:
                 federated_loss=stats.federated_loss,
                 federated_accuracy=stats.federated_accuracy,
             )
+            if stats.dp_sgd_epsilon is not None:
+                row["dp_sgd_epsilon"] = stats.dp_sgd_epsilon
         record = None
         if self.central_eval is not None:
             loss, accuracy = self.central_eval(arrays)

@@ -36,6 +36,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+#: Train-config key: the client clips its own update to this norm (client-side clipping).
+CLIP_NORM_KEY = "dp-clip-norm"
+#: Reply metric in client-side clipping: 1 if the client's update had norm <= C, else 0.
+UNCLIPPED_KEY = "dp-unclipped"
+
 Layers = list[np.ndarray]
 
 

@@ -13,9 +13,10 @@ timeout instead of forever, simulates stragglers (FedAvg drops them, as in Li et
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from logging import INFO, WARNING
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -28,6 +29,7 @@ from strategies.aggregate import weighted_average
 from strategies.records import (
     ARRAYS_KEY,
     CONFIG_KEY,
+    DP_SGD_EPSILON_KEY,
     INFO_KEY,
     METRICS_KEY,
     NUM_EXAMPLES,
@@ -63,6 +65,8 @@ class RoundStats:
     train_loss: float | None = None
     federated_loss: float | None = None
     federated_accuracy: float | None = None
+    #: Largest ε reported by DP-SGD clients this round (sample-level DP), if any.
+    dp_sgd_epsilon: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -135,6 +139,21 @@ class FedAvg(FlowerFedAvg):
         self.nodes: dict[int, NodeReport] = {}
         self._stragglers: dict[int, dict[int, int]] = {}
         self._sent: dict[int, list[int]] = {}
+
+    # ------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """Strategy state a checkpoint must keep to resume bit-for-bit.
+
+        Values are JSON scalars/lists or NumPy arrays. FedAvg has none of its own:
+        sampling and stragglers are drawn from ``round_rng(seed, round, purpose)``, a
+        pure function of the round. Stateful strategies (server optimizers, DP
+        accountants, adaptive clipping) override this and :meth:`load_state_dict`,
+        merging with ``super()``.
+        """
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
     def summary(self) -> None:
         log(
@@ -286,6 +305,7 @@ class FedAvg(FlowerFedAvg):
         self._record_nodes(valid)
         metrics = aggregate_metricrecords([m.content for m in valid], self.weighted_by_key)
         stats.train_loss = _as_float(metrics.get("train-loss"))
+        stats.dp_sgd_epsilon = max_client_epsilon(valid)
         return arrays, metrics
 
     def too_few_replies(self, num_valid: int) -> str | None:
@@ -333,6 +353,13 @@ class FedAvg(FlowerFedAvg):
         stats.federated_loss = _as_float(metrics.get("loss"))
         stats.federated_accuracy = _as_float(metrics.get("accuracy"))
         return metrics
+
+
+def max_client_epsilon(replies: list[Message]) -> float | None:
+    """The largest ``dp-sgd-epsilon`` among valid train replies (each DP-SGD client's own ε)."""
+    values = [m.content[METRICS_KEY].get(DP_SGD_EPSILON_KEY) for m in replies]
+    numbers = [float(v) for v in values if isinstance(v, int | float)]
+    return max(numbers) if numbers else None
 
 
 def _as_float(value: object) -> float | None:

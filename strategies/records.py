@@ -19,6 +19,8 @@ CONFIG_KEY = "config"
 METRICS_KEY = "metrics"
 INFO_KEY = "info"
 NUM_EXAMPLES = "num-examples"
+#: Train-reply metric of a DP-SGD client: its own cumulative ε (client_app/dpsgd.py).
+DP_SGD_EPSILON_KEY = "dp-sgd-epsilon"
 
 
 def array_view(array: Array) -> np.ndarray:

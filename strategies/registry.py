@@ -37,6 +37,34 @@ def common_kwargs(cfg: AppConfig) -> dict[str, object]:
     }
 
 
+#: Run-config keys of the DP wrappers (README "Privacy").
+DP_KEYS = (
+    "dp-estimator",
+    "dp-clipping",
+    "dp-clip-norm",
+    "dp-noise-multiplier",
+    "dp-weight-cap",
+    "dp-population",
+    "dp-min-total-weight",
+    "dp-sampling",
+    "dp-sampling-rate",
+    "dp-adaptive-clipping",
+    "dp-target-quantile",
+    "dp-count-noise-std",
+    "dp-accountant",
+    "dp-delta",
+    "dp-max-epsilon",
+    "dp-noise-seed",
+)
+
+
+def _dp(cfg: AppConfig, inner: FedAvg) -> Strategy:
+    """Wrap ``inner`` in weighted DP-FedAvg (imported lazily: dp-accounting is heavy)."""
+    from strategies.dp_fedavg import build_dp_strategy
+
+    return build_dp_strategy(cfg, inner)
+
+
 @dataclass(frozen=True)
 class StrategySpec:
     """A registered strategy: how to build it and which run-config keys it reads."""
@@ -92,6 +120,18 @@ REGISTRY: dict[str, StrategySpec] = {
             "FedAvg over server-clipped updates (norm-bound)",
             lambda cfg: NormBoundedFedAvg(max_norm=cfg.norm_bound, **common_kwargs(cfg)),  # type: ignore[arg-type]
             keys=("norm-bound",),
+        ),
+        StrategySpec(
+            "dp-fedavg",
+            "weighted user-level DP-FedAvg (McMahan et al. 2018), accounted ε; adaptive clipping optional",
+            lambda cfg: _dp(cfg, FedAvg(**common_kwargs(cfg))),  # type: ignore[arg-type]
+            keys=DP_KEYS,
+        ),
+        StrategySpec(
+            "dp-fedprox",
+            "DP-FedAvg around FedProx: the clients' proximal term, user-level DP on the server",
+            lambda cfg: _dp(cfg, FedProx(proximal_mu=cfg.proximal_mu, **common_kwargs(cfg))),  # type: ignore[arg-type]
+            keys=("proximal-mu", *DP_KEYS),
         ),
     )
 }

@@ -181,6 +181,102 @@ KEYS: tuple[Key, ...] = (
     Key("trimmed-mean-beta", float, 0.2, "β: share trimmed at each end", in_range(0, 0.5, hi_open=True)),
     Key("krum-num-selected", int, 0, "m: clients Multi-Krum averages (0 = n − f)", at_least(0)),
     Key("norm-bound", float, 1.0, "L2 bound on each client update", in_range(0, 1e9, lo_open=True)),
+    # Differential privacy (strategies dp-fedavg, dp-fedprox; README "Privacy").
+    Key(
+        "dp-estimator",
+        str,
+        "fixed",
+        "fixed (Σw_kΔ_k/(qW)), clipped (…/max(qW_min, Σw_k)), uniform (σ=zS/m) or model-noise",
+        one_of("fixed", "clipped", "uniform", "model-noise"),
+    ),
+    Key(
+        "dp-clipping",
+        str,
+        "server",
+        "where updates are clipped to S: server or client",
+        one_of("server", "client"),
+    ),
+    Key(
+        "dp-clip-norm",
+        float,
+        1.0,
+        "S: L2 clipping norm (initial C with adaptive clipping)",
+        in_range(0, 1e9, lo_open=True),
+    ),
+    Key(
+        "dp-noise-multiplier",
+        float,
+        1.0,
+        "z: noise std in units of the sensitivity",
+        in_range(0, 1e9, lo_open=True),
+    ),
+    Key(
+        "dp-weight-cap", float, 100.0, "ŵ: client weight w_k = min(n_k/ŵ, 1)", in_range(0, 1e12, lo_open=True)
+    ),
+    Key(
+        "dp-population", int, 0, "N: clients in the population (0 = connected nodes at round 1)", at_least(0)
+    ),
+    Key("dp-min-total-weight", float, 0.0, "W_min of the clipped estimator (0 = W)", at_least(0)),
+    Key(
+        "dp-sampling",
+        str,
+        "poisson",
+        "client sampling: poisson (rate q) or fixed-size (round(qN))",
+        one_of("poisson", "fixed-size"),
+    ),
+    Key("dp-sampling-rate", float, 0.1, "q: client sampling rate", in_range(0, 1, lo_open=True)),
+    Key("dp-adaptive-clipping", bool, False, "adapt C to a quantile of update norms (Andrew et al. 2021)"),
+    Key("dp-target-quantile", float, 0.5, "γ: target share of unclipped updates", in_range(0, 1)),
+    Key(
+        "dp-count-noise-std",
+        float,
+        0.0,
+        "σ_b: noise on the unclipped count (0 = expected clients/20)",
+        at_least(0),
+    ),
+    Key("dp-accountant", str, "rdp", "privacy accountant (dp-accounting): rdp or pld", one_of("rdp", "pld")),
+    Key(
+        "dp-delta",
+        float,
+        1e-5,
+        "δ of the reported (ε, δ); must be < 1/population",
+        in_range(0, 1, lo_open=True, hi_open=True),
+    ),
+    Key(
+        "dp-max-epsilon",
+        float,
+        0.0,
+        "stop before the round that would exceed this ε (0 = no limit)",
+        at_least(0),
+    ),
+    Key(
+        "dp-noise-seed",
+        int,
+        -1,
+        "seed for DP noise (-1 = OS entropy; a known seed voids the guarantee)",
+        at_least(-1),
+    ),
+    Key(
+        "dp-sgd-noise-multiplier",
+        float,
+        0.0,
+        "client DP-SGD noise multiplier (0 = no DP-SGD; Opacus, sample-level DP)",
+        at_least(0),
+    ),
+    Key(
+        "dp-sgd-max-grad-norm",
+        float,
+        1.0,
+        "client DP-SGD per-example clipping norm",
+        in_range(0, 1e9, lo_open=True),
+    ),
+    Key(
+        "dp-sgd-delta",
+        float,
+        1e-5,
+        "δ of the client's reported DP-SGD ε",
+        in_range(0, 1, lo_open=True, hi_open=True),
+    ),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 
@@ -250,6 +346,25 @@ class AppConfig:
     trimmed_mean_beta: float
     krum_num_selected: int
     norm_bound: float
+    dp_estimator: str
+    dp_clipping: str
+    dp_clip_norm: float
+    dp_noise_multiplier: float
+    dp_weight_cap: float
+    dp_population: int
+    dp_min_total_weight: float
+    dp_sampling: str
+    dp_sampling_rate: float
+    dp_adaptive_clipping: bool
+    dp_target_quantile: float
+    dp_count_noise_std: float
+    dp_accountant: str
+    dp_delta: float
+    dp_max_epsilon: float
+    dp_noise_seed: int
+    dp_sgd_noise_multiplier: float
+    dp_sgd_max_grad_norm: float
+    dp_sgd_delta: float
     extra: Mapping[str, Scalar] = field(default_factory=dict)
 
     @classmethod

@@ -78,7 +78,7 @@ def test_fedavg_drops_the_same_stragglers(local_flower: LocalFlower, tmp_path: P
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("strategy='nope'", "known strategies: fedavg, fedprox, median, multi-krum, norm-bounded"),
+        ("strategy='nope'", "known strategies: dp-fedavg, dp-fedprox, fed"),
         ("proximal-mu=-1.0", "proximal-mu=-1.0 is invalid"),
         ("dataset='/nonexistent/data.npz'", "does not exist"),
     ],

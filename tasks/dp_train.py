@@ -1,0 +1,153 @@
+"""Sample-level differential privacy on a client: DP-SGD with Opacus, framework-free.
+
+Abadi et al. 2016, "Deep Learning with Differential Privacy" (arXiv:1607.00133):
+every step samples a Poisson batch (rate ``batch_size / n``), clips each example's
+gradient to L2 norm ``max_grad_norm``, sums, adds ``N(0, (z * max_grad_norm)^2 I)``
+and divides by the expected batch size. Opacus (Yousefpour et al. 2021,
+arXiv:2109.12298) does all of it; its RDP accountant composes the steps.
+
+One :class:`DPSGDTrainer` per client keeps one ``PrivacyEngine``, so epsilon is
+cumulative over every round the client trained (within one process; see
+``privacy_state`` to carry it across processes). Each round gets a fresh optimizer
+and data loader, and Opacus's hooks are attached to the plain model without
+wrapping it (``wrap_model=False``), so the model's ``state_dict`` names never gain
+the ``_module.`` prefix of ``GradSampleModule``, and removed afterwards so rounds
+do not stack hooks.
+
+The guarantee is per example of this client's training data, against anyone who
+sees the model updates it sends (the server included), for ``delta`` per example.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import torch
+from opacus import PrivacyEngine
+from opacus.validators import ModuleValidator
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from tasks.train import TrainResult
+
+
+class DPSGDTrainer:
+    """Trains a model with DP-SGD and tracks the client's epsilon across rounds.
+
+    Parameters
+    ----------
+    noise_multiplier : float
+        z > 0: noise std over ``max_grad_norm``.
+    max_grad_norm : float
+        C > 0: per-example gradient clipping norm.
+    delta : float
+        delta in (0, 1) at which epsilon is reported (below 1 / training examples).
+
+    Raises
+    ------
+    ValueError
+        On an invalid parameter.
+    """
+
+    def __init__(self, *, noise_multiplier: float, max_grad_norm: float, delta: float) -> None:
+        if not noise_multiplier > 0:
+            raise ValueError(f"dp-sgd-noise-multiplier must be > 0, got {noise_multiplier!r}")
+        if not max_grad_norm > 0:
+            raise ValueError(f"dp-sgd-max-grad-norm must be > 0, got {max_grad_norm!r}")
+        if not 0 < delta < 1:
+            raise ValueError(f"dp-sgd-delta must be in (0, 1), got {delta!r}")
+        self.noise_multiplier = noise_multiplier
+        self.max_grad_norm = max_grad_norm
+        self.delta = delta
+        # secure_mode=False: Opacus's CSPRNG needs torchcsprng; noise comes from a
+        # generator seeded from OS entropy instead (never from the run seed).
+        self.engine = PrivacyEngine(accountant="rdp")
+        self._dataset: TensorDataset | None = None
+
+    def epsilon(self) -> float:
+        """Epsilon at ``delta`` of every step taken so far (0.0 before any)."""
+        if not self.engine.accountant.history:
+            return 0.0
+        return float(self.engine.get_epsilon(self.delta))
+
+    def privacy_state(self) -> list[tuple[float, float, int]]:
+        """The accountant's history (noise multiplier, sample rate, steps), JSON-friendly."""
+        return [tuple(entry) for entry in self.engine.accountant.history]
+
+    def restore_privacy_state(self, history: list[tuple[float, float, int]]) -> None:
+        """Continue accounting from ``privacy_state()`` of an earlier process."""
+        self.engine.accountant.history = [(float(z), float(q), int(n)) for z, q, n in history]
+
+    def train(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        epochs: int,
+        batch_size: int,
+        learning_rate: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        proximal_mu: float = 0.0,
+    ) -> TrainResult:
+        """Run ``epochs`` epochs of DP-SGD on ``(x, y)`` in place; loss is the mean per example.
+
+        ``batch_size`` is the expected Poisson batch size (0 = all examples, rate 1).
+        The FedProx term's gradient ``mu (w - w_global)`` depends on no example, so it
+        is added after clipping and noise (post-processing, no privacy cost).
+        """
+        errors = ModuleValidator.validate(model, strict=False)
+        if errors:
+            raise ValueError(f"model is not compatible with DP-SGD (Opacus): {errors[0]}")
+        start = time.perf_counter()
+        n = len(x)
+        # The same dataset object every round: Opacus accounts per dataset (and warns otherwise).
+        if self._dataset is None or self._dataset.tensors[0] is not x:
+            self._dataset = TensorDataset(x, y)
+        loader = DataLoader(self._dataset, batch_size=n if batch_size <= 0 else min(batch_size, n))
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=learning_rate, momentum=momentum, weight_decay=weight_decay
+        )
+        noise = torch.Generator(device=x.device)
+        noise.seed()  # OS entropy
+        hooks, dp_optimizer, dp_loader = self.engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.max_grad_norm,
+            noise_generator=noise,
+            wrap_model=False,
+        )
+        if proximal_mu > 0:
+            global_params = [p.detach().clone() for p in model.parameters()]
+
+            def add_proximal_gradient(*_: object) -> None:
+                for p, p0 in zip(model.parameters(), global_params, strict=True):
+                    if p.grad is not None:
+                        p.grad.add_(p.detach() - p0, alpha=proximal_mu)
+
+            optimizer.register_step_pre_hook(add_proximal_gradient)
+        criterion = nn.MSELoss() if y.dtype.is_floating_point else nn.CrossEntropyLoss()
+        model.train()
+        loss_sum, seen = 0.0, 0
+        try:
+            with warnings.catch_warnings():
+                # Opacus's hooks fire on the first layer, whose input needs no gradient.
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                for _ in range(epochs):
+                    for xb, yb in dp_loader:
+                        dp_optimizer.zero_grad(set_to_none=True)
+                        out = model(xb)
+                        # An empty Poisson batch still takes a (pure-noise) step: skipping it
+                        # would reveal that the batch was empty, and the accountant counts it.
+                        loss = criterion(out, yb) if len(xb) else out.sum() * 0.0
+                        loss.backward()
+                        dp_optimizer.step()
+                        loss_sum += float(loss.detach()) * len(xb)
+                        seen += len(xb)
+        finally:
+            hooks.cleanup()
+        return TrainResult(loss=loss_sum / max(seen, 1), num_examples=n, seconds=time.perf_counter() - start)
