@@ -332,6 +332,8 @@ class FedAvg(FlowerFedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        if self.fraction_evaluate == 0:  # federated evaluation switched off
+            return []
         node_ids = self._sample(grid, self.fraction_evaluate, self.min_evaluate_nodes, server_round, EVALUATE)
         self.stats.setdefault(server_round, RoundStats()).eval_sampled = len(node_ids)
         config["server-round"] = server_round

@@ -236,3 +236,13 @@ def test_an_error_written_by_the_superlink_for_a_dead_node_is_counted_once() -> 
     )
 
     assert strategy.stats[1].failed == 1 and strategy.stats[1].failed_nodes == [12]
+
+
+def test_fraction_evaluate_zero_sends_no_evaluation_and_aggregates_nothing() -> None:
+    strategy = FedAvg(fraction_evaluate=0.0, min_available_nodes=1)
+    arrays = from_layers(["w"], [np.zeros(3, np.float32)])
+
+    messages = list(strategy.configure_evaluate(1, arrays, config_record(), FakeGrid([1, 2, 3])))
+
+    assert messages == []
+    assert strategy.aggregate_evaluate(1, []) is None

@@ -26,7 +26,7 @@ def test_defaults_validate() -> None:
         ("proximal-mu", -0.1, ">= 0"),
         ("fraction-train", 0.0, "(0, 1]"),
         ("fraction-train", 1.5, "(0, 1]"),
-        ("fraction-evaluate", -1.0, "(0, 1]"),
+        ("fraction-evaluate", -1.0, "[0, 1]"),
         ("num-server-rounds", 0, ">= 1"),
         ("partitioner", "random", "iid, dirichlet, shard, pathological"),
         ("model", "resnet-1000", "digits-cnn"),
