@@ -39,3 +39,43 @@ def test_bad_weights_are_rejected(weights: list[float]) -> None:
 def test_mismatched_shapes_are_rejected() -> None:
     with pytest.raises(ValueError, match="shape"):
         weighted_average([[np.zeros(2)], [np.zeros(3)]], [1, 1])
+
+
+def test_blocked_axpy_matches_float64_reference_across_block_boundaries() -> None:
+    # Prepare: a layer longer than two blocks (so blocks and the ragged tail are both used),
+    # read-only inputs as the zero-copy reply views are, one float64 layer, one F-ordered input.
+    from strategies.aggregate import _BLOCK
+
+    rng = np.random.default_rng(0)
+    n = 2 * _BLOCK + 123
+    updates = []
+    for _ in range(5):
+        big = rng.normal(size=n).astype(np.float32)
+        big.setflags(write=False)
+        updates.append(
+            [big, rng.normal(size=(3, 4)), np.asfortranarray(rng.normal(size=(2, 3)).astype(np.float32))]
+        )
+    weights = [1, 2, 3, 4, 5]
+
+    # Execute
+    out = weighted_average(updates, weights)
+
+    # Assert: equal to the float64 weighted mean, dtypes kept, inputs untouched.
+    for i in range(3):
+        expected = np.average(
+            np.stack([np.asarray(u[i], np.float64) for u in updates]), axis=0, weights=weights
+        )
+        np.testing.assert_allclose(out[i], expected, rtol=1e-5, atol=1e-6)
+        assert out[i].dtype == updates[0][i].dtype and out[i].shape == updates[0][i].shape
+    assert not np.shares_memory(out[0], updates[0][0])
+
+
+def test_weighted_average_writes_only_its_output() -> None:
+    # The accumulator is the output: inputs are never copied or modified.
+    x = [np.full(10, 2.0, np.float32)], [np.full(10, 4.0, np.float32)]
+    before = [u[0].copy() for u in x]
+
+    out = weighted_average(x, [1, 3])
+
+    np.testing.assert_allclose(out[0], np.full(10, 3.5))
+    assert all(np.array_equal(u[0], b) for u, b in zip(x, before, strict=True))

@@ -30,3 +30,33 @@ def test_layers_round_trip_in_name_order() -> None:
     assert list(record.keys()) == ["b", "a"]
     a, b = to_layers(record, ["a", "b"])
     assert a.shape == (3,) and b.shape == (2,)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.array(7, np.int64),  # 0-d (a BatchNorm's num_batches_tracked) stays 0-d
+        np.zeros((0, 3), np.float32),
+        np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        np.arange(8.0)[::2],
+    ],
+)
+def test_npy_array_writes_what_flower_writes_and_keeps_the_shape(value: np.ndarray) -> None:
+
+    from strategies.records import npy_array
+
+    fast = npy_array(value)
+
+    reference = Array(np.ascontiguousarray(value) if value.ndim else value)
+    assert fast.data == reference.data and fast.shape == value.shape and fast.dtype == str(value.dtype)
+    np.testing.assert_array_equal(fast.numpy(), value)
+
+
+def test_array_view_reads_the_payload_in_place() -> None:
+    array = Array(np.arange(100_000, dtype=np.float32))
+
+    view = array_view(array)
+
+    assert np.shares_memory(view, np.frombuffer(array.data, np.uint8))
+    np.testing.assert_array_equal(view, np.arange(100_000, dtype=np.float32))

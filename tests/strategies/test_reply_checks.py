@@ -284,3 +284,22 @@ def test_check_train_reply_reads_the_configured_num_examples_key() -> None:
     rejection = check_train_reply(good_arrays(), metrics, spec=SPEC, num_examples_key="examples")
 
     assert rejection is None
+
+
+@pytest.mark.parametrize(
+    ("values", "finite"),
+    [
+        (np.ones(1000, np.float32), True),
+        (np.full(1000, 3e38, np.float32), True),  # the dot product overflows: the exact check decides
+        (np.array([1.0, np.nan, 2.0], np.float32), False),
+        (np.array([1.0, np.inf, -np.inf], np.float64), False),
+        (np.array([[1.0, -np.inf]], np.float32), False),
+        (np.zeros((0,), np.float32), True),
+        (np.asfortranarray(np.array([[1.0, np.nan], [2.0, 3.0]])), False),
+    ],
+)
+def test_all_finite_matches_numpy(values: np.ndarray, finite: bool) -> None:
+    from strategies.reply_checks import _all_finite
+
+    assert _all_finite(values) is finite
+    assert bool(np.all(np.isfinite(values))) is finite
