@@ -1,0 +1,1 @@
+"""Benchmarks: simulation overhead, aggregation, scale and efficiency (``python -m bench``)."""

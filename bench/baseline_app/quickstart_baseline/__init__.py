@@ -1,0 +1,1 @@
+"""Quickstart-style benchmark baseline app."""

@@ -1,0 +1,114 @@
+"""``python -m bench --quick`` runs every section end to end and writes sane results.
+
+The quick configs are tiny (a few rounds, 10 clients, K=10 replies), so the figures
+themselves mean little; what is checked is that each section measured what it claims:
+positive finite times and ratios, the machine it ran on, and consistency between numbers
+that must agree (a ratio is its two times divided, a floor is below what beats it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "results.json").read_text()), out
+
+
+def test_machine_info_is_recorded(quick: tuple[dict, Path]) -> None:
+    results, _ = quick
+    machine = results["machine"]
+    assert results["mode"] == "quick"
+    assert machine["cpu"] and machine["cores"] >= 1 and machine["torch_threads"] >= 1
+    assert machine["flwr"].startswith("1.41") and machine["torch"]
+    assert len(machine["load_average"]) == 3
+
+
+def test_overhead_compares_the_simulation_with_plain_pytorch(quick: tuple[dict, Path]) -> None:
+    results, _ = quick
+    configs = results["overhead"]["configs"]
+    assert configs and all("error" not in c for c in configs), configs
+    for c in configs:
+        assert len(c["sim_round_seconds"]) == c["rounds"] == len(c["plain_round_seconds"])
+        assert _positive(c["sim_steady_s"]) and _positive(c["plain_steady_s"])
+        assert c["ratio"] == pytest.approx(c["sim_steady_s"] / c["plain_steady_s"])
+        assert _positive(c["ratio"])
+        startup = c["startup"]
+        assert _positive(startup["cli_submit_s"]) and _positive(startup["serverapp_ready_s"])
+        # Round 1 starts Ray and the actor: always slower than a steady round.
+        assert _positive(startup["first_round_extra_s"]) and startup["total_s"] > startup["serverapp_ready_s"]
+        baseline = c["baseline"]
+        assert _positive(baseline["ratio"]) and _positive(baseline["startup"]["total_s"])
+        assert len(baseline["sim_round_seconds"]) == c["rounds"]
+
+
+def test_aggregation_is_measured_against_the_floor_and_flower(quick: tuple[dict, Path]) -> None:
+    results, _ = quick
+    agg = results["aggregation"]
+    assert agg["params"] == 1_663_370 and _positive(agg["copy_bandwidth_gib_s"])
+    kernels = {r["name"]: r for r in agg["rows"] if r["kind"] == "kernel"}
+    assert {"edgebloom weighted_average", "flwr aggregate_arrayrecords"} <= set(kernels)
+    for r in kernels.values():
+        assert _positive(r["seconds"]) and _positive(r["floor_seconds"]) and _positive(r["ratio_to_floor"])
+        assert r["ratio_to_floor"] == pytest.approx(r["seconds"] / r["floor_seconds"])
+        assert r["peak_extra_models"] >= 0.9  # every kernel at least writes its output model
+    # Both kernels computed the same average.
+    assert kernels["edgebloom weighted_average"]["max_abs_diff_vs_flwr"] < 1e-5
+    strategies = {r["name"]: r for r in agg["rows"] if r["kind"] == "strategy"}
+    assert {"fedavg", "fedprox", "median"} <= set(strategies)
+    assert _positive(strategies["fedavg"]["ratio_to_floor"]) and strategies["fedavg"]["replies"] == 10
+
+
+def test_scale_reports_memory_of_all_simulation_processes(quick: tuple[dict, Path]) -> None:
+    results, _ = quick
+    rows = results["scale"]["rows"]
+    assert rows and all("error" not in r for r in rows)
+    for r in rows:
+        # SuperLink, SuperExec, the simulation process, Ray's processes and at least one actor.
+        assert r["processes"] >= 5
+        assert _positive(r["rss_mib"]) and 0 < r["pss_mib"] <= r["rss_mib"]
+
+
+def test_efficiency_has_a_curve_per_strategy_and_a_plot(quick: tuple[dict, Path]) -> None:
+    results, out = quick
+    rows = results["efficiency"]["rows"]
+    assert {r["name"].split()[0] for r in rows} == {"fedavg", "fedprox"}
+    for r in rows:
+        assert "error" not in r, r
+        assert r["status"] == "completed" and len(r["accuracy"]) == r["config"]["num-server-rounds"]
+        assert all(0.0 <= a <= 1.0 for a in r["accuracy"])
+        if r["rounds_to_target"] is not None:
+            assert r["accuracy"][r["rounds_to_target"] - 1] >= r["target"]
+    assert (out / results["efficiency"]["plot"]).stat().st_size > 10_000
+
+
+def test_markdown_report_has_every_section(quick: tuple[dict, Path]) -> None:
+    _, out = quick
+    text = (out / "BENCHMARKS.md").read_text()
+    for heading in ("## Machine", "## Simulation overhead", "## Aggregation", "## Scale", "## Efficiency"):
+        assert heading in text
