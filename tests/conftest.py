@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, Metadata, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +64,55 @@ def _array(value: np.ndarray):  # noqa: ANN202
     from flwr.app import Array
 
     return Array(np.asarray(value))
+
+
+class AppGrid:
+    """A Grid that delivers each message to the real ClientApp in this process.
+
+    One ``Context`` per node (partition ``i`` of ``num_nodes``, state kept across
+    rounds, ``run_config`` as Flower passes it), so the ServerApp's ``main`` and any
+    strategy run here exactly the code they run under Flower, minus the transport. A
+    ClientApp exception becomes an error reply, as Flower's runtime makes it.
+    ``before_send(message)`` may raise to simulate the server dying mid-round.
+    """
+
+    _next_run_id = 10_000
+
+    def __init__(self, num_nodes: int, run_config: dict | None = None, before_send=None) -> None:  # noqa: ANN001
+        AppGrid._next_run_id += 1
+        self.run_id = AppGrid._next_run_id  # the ClientApp caches per run id
+        # Messages built outside a Flower process need a task identity (also in module fixtures).
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+        self.node_ids = [1_000_003 * (i + 1) for i in range(num_nodes)]
+        self.contexts = {
+            node: Context(
+                run_id=self.run_id,
+                node_id=node,
+                node_config={"partition-id": i, "num-partitions": num_nodes},
+                state=RecordDict(),
+                run_config=dict(run_config or {}),
+            )
+            for i, node in enumerate(self.node_ids)
+        }
+        self.before_send = before_send
+        self.sent: list[Message] = []
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.node_ids)
+
+    def send_and_receive(self, messages, timeout: float | None = None) -> list[Message]:  # noqa: ANN001
+        from client_app.app import app as client_app
+
+        replies = []
+        for msg in messages:
+            if self.before_send is not None:
+                self.before_send(msg)
+            self.sent.append(msg)
+            try:
+                replies.append(client_app(msg, self.contexts[msg.metadata.dst_node_id]))
+            except Exception as exc:  # what Flower's runtime does with a ClientApp exception
+                replies.append(Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg))
+        return replies
 
 
 class FakeGrid:
@@ -188,15 +237,22 @@ def process_groups(pid: int) -> set[int]:
     simulation and Ray in that session: killing only the SuperLink's group would leave
     them running.
     """
+    tree = {pid, *descendants(pid)}
+    return {pgid for p, _, pgid, _ in _process_table() if p in tree} | {pid}
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root`` in the process tree (children first)."""
     table = _process_table()
-    tree, frontier = {pid}, [pid]
+    tree: list[int] = []
+    frontier = [root]
     while frontier:
         parent = frontier.pop()
         for child, ppid, _, _ in table:
             if ppid == parent and child not in tree:
-                tree.add(child)
+                tree.append(child)
                 frontier.append(child)
-    return {pgid for p, _, pgid, _ in table if p in tree} | {pid}
+    return tree
 
 
 def stop_process_tree(pid: int, timeout: float = 20) -> None:
