@@ -39,7 +39,12 @@ names contain dots but never ``/``), ready to go into a Flower ``ArrayRecord``:
 - ``{name}/sp_indices``: int32 (int64 for tensors of 2**31 or more entries), shape (k,):
   increasing flat indices;
 - ``{name}/sp_values``: original dtype, shape (k,): the values at those indices;
-- ``{name}/sp_shape``: int64, shape (ndim,): the dense shape.
+- ``{name}/sp_shape``: int64, shape (ndim,): the dense shape;
+- ``{name}/raw``: an integer layer (e.g. a BatchNorm counter) sent as is under int8.
+
+:func:`encode_update` / :func:`decode_update` apply one scheme to every layer of a
+model update (the client's ``local - global``); top-k keeps :func:`topk_count` entries
+per layer. ``strategies/compressed.py`` and ``client_app/compression.py`` are the glue.
 
 :func:`nbytes` counts what carries information about the values (data, indices, scale,
 zero point); the shape and dtype tags are a few bytes per layer that the receiver
@@ -515,3 +520,144 @@ def _get(name: str, arrays: Mapping[str, np.ndarray], fields: tuple[str, ...]) -
     if missing:
         raise ValueError(f"encoded arrays are missing keys {missing}")
     return [np.asarray(arrays[array_key(name, f)]) for f in fields]
+
+
+# --------------------------------------------------------------------------- #
+# Whole-model updates: what a client sends, what the server decodes           #
+# --------------------------------------------------------------------------- #
+
+#: Values of the ``compression`` run-config key; ``none`` sends the full model.
+SCHEMES = ("none", "int8", "topk")
+#: Train-config keys the server sends (defined with the math, so clients need no server import).
+COMPRESSION_KEY = "compression"
+TOPK_FRACTION_KEY = "topk-fraction"
+#: Reply record holding the encoded update, instead of the model under ``arrays``.
+COMPRESSED_KEY = "compressed-update"
+#: Field of a layer sent as is: integer tensors (e.g. BatchNorm's ``num_batches_tracked``) under int8.
+RAW_DATA = "raw"
+
+
+def topk_count(size: int, fraction: float) -> int:
+    """Entries top-k keeps of a tensor with ``size`` entries: ``round(fraction * size)``, in [1, size]."""
+    return max(1, min(size, round(fraction * size)))
+
+
+def encode_update(
+    names: list[str],
+    deltas: list[np.ndarray],
+    *,
+    scheme: str,
+    topk_fraction: float = 1.0,
+    feedback: ErrorFeedback | None = None,
+) -> dict[str, np.ndarray]:
+    """Encode a whole model update ``deltas`` (one array per layer) in the wire format.
+
+    Parameters
+    ----------
+    names : list of str
+        Layer names, in the order of ``deltas``.
+    deltas : list of np.ndarray
+        The update of each layer (local model − global model).
+    scheme : str
+        ``int8``: each floating layer quantized with its own scale and zero point,
+        integer layers sent raw. ``topk``: each layer sparsified to
+        :func:`topk_count` entries, through ``feedback`` if given.
+    topk_fraction : float, default 1.0
+        Share of each layer's entries top-k sends, in (0, 1].
+    feedback : ErrorFeedback, optional
+        The client's residual memory (top-k only); updated in place.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        The encoded arrays of every layer (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        On an unknown scheme or a fraction outside (0, 1], or an invalid tensor.
+    """
+    if scheme not in ("int8", "topk"):
+        raise ValueError(f"scheme must be 'int8' or 'topk', got {scheme!r}")
+    if not 0 < topk_fraction <= 1:
+        raise ValueError(f"topk_fraction must be in (0, 1], got {topk_fraction!r}")
+    encoded: dict[str, np.ndarray] = {}
+    for name, delta in zip(names, deltas, strict=True):
+        arr = np.asarray(delta)
+        if scheme == "int8":
+            if np.issubdtype(arr.dtype, np.floating):
+                encoded.update(encode_quantized(name, quantize_uint8(arr)))
+            else:
+                encoded[array_key(name, RAW_DATA)] = arr
+            continue
+        k = topk_count(arr.size, topk_fraction)
+        sparse = feedback.compress(name, arr, k=k) if feedback is not None else topk_sparsify(arr, k=k)
+        encoded.update(encode_sparse(name, sparse))
+    return encoded
+
+
+def decode_update(
+    arrays: Mapping[str, np.ndarray],
+    expected: Mapping[str, tuple[tuple[int, ...], np.dtype]],
+    *,
+    scheme: str,
+    topk_fraction: float = 1.0,
+) -> dict[str, np.ndarray]:
+    """Decode what :func:`encode_update` produced, checking it against the model.
+
+    Parameters
+    ----------
+    arrays : Mapping[str, np.ndarray]
+        The encoded arrays, as received.
+    expected : Mapping[str, tuple]
+        Layer name → (shape, dtype) of the global model.
+    scheme : str
+        The scheme the server asked for (``int8`` or ``topk``).
+    topk_fraction : float, default 1.0
+        The fraction the server asked for; each top-k layer must carry exactly
+        :func:`topk_count` entries.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        Layer name → dense update, with the expected shape and dtype.
+
+    Raises
+    ------
+    ValueError
+        If keys are missing or extra, a field is malformed, or a layer's shape, dtype
+        or number of top-k entries differs from what the server expects.
+    """
+    if scheme not in ("int8", "topk"):
+        raise ValueError(f"scheme must be 'int8' or 'topk', got {scheme!r}")
+    fields_of: dict[str, tuple[str, ...]] = {}
+    for name, (_, dtype) in expected.items():
+        if scheme == "topk":
+            fields_of[name] = (SPARSE_INDICES, SPARSE_VALUES, SPARSE_SHAPE)
+        elif np.issubdtype(np.dtype(dtype), np.floating):
+            fields_of[name] = (QUANT_DATA, QUANT_SCALE, QUANT_ZERO_POINT, QUANT_DTYPE)
+        else:
+            fields_of[name] = (RAW_DATA,)
+    wanted = {array_key(name, f) for name, fields in fields_of.items() for f in fields}
+    extra = sorted(set(arrays) - wanted)
+    if extra:
+        raise ValueError(f"unexpected keys {extra[:5]} for compression={scheme!r}")
+    deltas: dict[str, np.ndarray] = {}
+    for name, (shape, dtype) in expected.items():
+        shape, dtype = tuple(shape), np.dtype(dtype)
+        if fields_of[name] == (RAW_DATA,):
+            (dense,) = _get(name, arrays, (RAW_DATA,))
+        elif scheme == "int8":
+            dense = dequantize(decode_quantized(name, arrays))
+        else:
+            sparse = decode_sparse(name, arrays)
+            k = topk_count(math.prod(shape), topk_fraction)
+            if sparse.shape != shape:  # checked before densify allocates the claimed shape
+                raise ValueError(f"{name!r}: sparse shape {sparse.shape}, the model has {shape}")
+            if sparse.indices.size != k:
+                raise ValueError(f"{name!r}: {sparse.indices.size} top-k entries, expected k={k}")
+            dense = densify(sparse)
+        if dense.shape != shape or dense.dtype != dtype:
+            raise ValueError(f"{name!r}: decoded {dense.dtype}{dense.shape}, the model has {dtype}{shape}")
+        deltas[name] = dense
+    return deltas

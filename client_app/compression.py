@@ -1,0 +1,97 @@
+"""Client side of update compression: reply with the compressed update, keep the top-k residual.
+
+When the server's train config carries ``compression`` (``int8`` or ``topk``, set by
+``strategies.compressed.CompressedStrategy``), the client replies with
+``delta = local - global`` encoded by :func:`strategies.compression.encode_update`
+under the record ``compressed-update`` instead of the full model under ``arrays``.
+
+Top-k uses error feedback (Stich et al. 2018, arXiv:1809.07599): what a round does
+not send is added to the next round's update. The residual lives in the node's
+``context.state`` (a ``RecordDict``), which Flower 1.41 keeps per node and run: the
+simulation engine stores the context each ClientApp call returns and passes it to the
+node's next call (``vce_api.worker``: ``retrieve_context`` / ``update_context``), and a
+deployed SuperNode stores the context each ClientApp process pushes back and hands it
+to the next process of the run, so it works when every message runs in a fresh process.
+It does not survive a SuperNode restart (in-memory node state) or a new run (a resumed
+run starts with no residual); a residual that does not fit the model is discarded.
+"""
+
+from __future__ import annotations
+
+from logging import WARNING
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.supercore import log
+
+from strategies.compression import (
+    COMPRESSED_KEY,
+    COMPRESSION_KEY,
+    TOPK_FRACTION_KEY,
+    ErrorFeedback,
+    encode_update,
+)
+from strategies.records import ARRAYS_KEY, from_layers, to_layers
+
+#: ``context.state`` record holding the top-k residual of every layer.
+RESIDUAL_KEY = "topk-residual"
+
+
+def reply_arrays(
+    names: list[str],
+    global_layers: list[np.ndarray],
+    new_layers: list[np.ndarray],
+    config: ConfigRecord,
+    state: RecordDict,
+) -> tuple[str, ArrayRecord]:
+    """The record key and arrays of a train reply: the model, or its compressed update.
+
+    Parameters
+    ----------
+    names : list of str
+        Layer names (the model's state_dict order).
+    global_layers, new_layers : list of np.ndarray
+        The received global model and the locally trained one.
+    config : ConfigRecord
+        The train config; ``compression`` and ``topk-fraction`` select the encoding.
+    state : RecordDict
+        The node's ``context.state``; top-k reads and writes its residual here.
+
+    Returns
+    -------
+    tuple of (str, ArrayRecord)
+        ``("arrays", model)`` without ``compression`` in the config, else
+        ``("compressed-update", encoded update)``.
+    """
+    if COMPRESSION_KEY not in config:
+        return ARRAYS_KEY, from_layers(names, new_layers)
+    scheme = str(config[COMPRESSION_KEY])
+    fraction = float(config.get(TOPK_FRACTION_KEY, 1.0))  # type: ignore[arg-type]
+    deltas = [np.asarray(new) - np.asarray(old) for new, old in zip(new_layers, global_layers, strict=True)]
+    feedback = load_residual(state, names, deltas) if scheme == "topk" else None
+    encoded = encode_update(names, deltas, scheme=scheme, topk_fraction=fraction, feedback=feedback)
+    if feedback is not None:
+        residuals = feedback.state_dict()
+        state[RESIDUAL_KEY] = from_layers(list(residuals), list(residuals.values()))
+    return COMPRESSED_KEY, from_layers(list(encoded), list(encoded.values()))
+
+
+def load_residual(state: RecordDict, names: list[str], deltas: list[np.ndarray]) -> ErrorFeedback:
+    """The node's error-feedback memory; empty if there is none or it does not fit ``deltas``."""
+    record = state.array_records.get(RESIDUAL_KEY)
+    if record is None:
+        return ErrorFeedback()
+    try:
+        residuals = dict(zip(record.keys(), to_layers(record), strict=True))
+        fits = set(residuals) <= set(names) and all(
+            residuals[n].shape == d.shape and residuals[n].dtype == d.dtype
+            for n, d in zip(names, deltas, strict=True)
+            if n in residuals
+        )
+        if fits:
+            return ErrorFeedback.from_state_dict(residuals)
+        problem = "it does not match the model's layers"
+    except ValueError as exc:
+        problem = str(exc)
+    log(WARNING, "top-k compression: discarding the stored residual (%s)", problem)
+    return ErrorFeedback()
