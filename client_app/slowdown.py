@@ -1,0 +1,133 @@
+"""Simulated slow devices: each node trains f times slower than it really does, reproducibly.
+
+Cross-device federations mix fast and slow phones; FedBuff (Nguyen et al. 2022,
+arXiv:2106.06639) is built for exactly that, and its evaluation draws client durations
+from a heavy-tailed distribution. In the simulation engine every virtual node runs on
+the same CPU, so heterogeneity is simulated: node ``i`` gets a factor ``f_i >= 1`` and,
+after training, sleeps ``(f_i - 1) * t`` where ``t`` is its measured training time, so
+its reply arrives after ``f_i * t`` seconds. Sleeping (not spinning) keeps the CPU free
+for the other nodes, as a slow phone would not slow the others down.
+
+Factors (run config ``device-slowdown``; the server sends it in the train config):
+
+- ``none``: f = 1 (the default; nothing is slept);
+- ``uniform``: f ~ U[1, ``device-slowdown-max``];
+- ``lognormal``: f = min(exp(sigma * |z|), ``device-slowdown-max``), z ~ N(0, 1), sigma =
+  ``device-slowdown-sigma``: a folded lognormal, so f >= 1 with a heavy right tail (median
+  exp(0.674 sigma)), capped so one device cannot stall a run forever.
+
+Each factor is drawn from ``numpy.random.default_rng([seed, partition-id, stream])``: the
+same run seed gives every partition the same factor in every run and for every strategy,
+so synchronous and asynchronous runs face the same slow devices. A deployed SuperNode
+(no ``partition-id``) is really as slow as it is: nothing is simulated there.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from logging import WARNING
+from typing import Any
+
+import numpy as np
+from flwr.supercore import log
+
+#: Keys the server puts in the train config (``server_app.app.client_configs``).
+SLOWDOWN_KEY, MAX_KEY, SIGMA_KEY, SEED_KEY = (
+    "device-slowdown",
+    "device-slowdown-max",
+    "device-slowdown-sigma",
+    "device-slowdown-seed",
+)
+DISTRIBUTIONS = ("none", "uniform", "lognormal")
+#: Third entry of the generator's seed: keeps these draws apart from other per-partition streams.
+_STREAM = 0x510_3D0E
+
+
+def slowdown_factor(kind: str, *, seed: int, partition: int, max_factor: float, sigma: float) -> float:
+    """The slowdown factor ``f >= 1`` of partition ``partition`` in a run seeded ``seed``.
+
+    Parameters
+    ----------
+    kind : str
+        ``none``, ``uniform`` or ``lognormal`` (see the module docstring).
+    seed : int
+        The run seed (any integer; negative ones are mapped into numpy's seed range).
+    partition : int
+        The node's ``partition-id``, >= 0.
+    max_factor : float
+        Largest factor, >= 1 (uniform's upper end; lognormal's cap).
+    sigma : float
+        Lognormal sigma, > 0 (ignored by the other kinds).
+
+    Returns
+    -------
+    float
+        ``f`` in ``[1, max_factor]``.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is unknown or a parameter is out of range.
+    """
+    if kind not in DISTRIBUTIONS:
+        raise ValueError(f"device-slowdown={kind!r} must be one of {', '.join(DISTRIBUTIONS)}")
+    if not (math.isfinite(max_factor) and max_factor >= 1):
+        raise ValueError(f"device-slowdown-max={max_factor!r} must be >= 1")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"device-slowdown-sigma={sigma!r} must be > 0")
+    if partition < 0:
+        raise ValueError(f"partition-id={partition} must be >= 0")
+    if kind == "none":
+        return 1.0
+    rng = np.random.default_rng([int(seed) % 2**63, int(partition), _STREAM])
+    if kind == "uniform":
+        return float(rng.uniform(1.0, max_factor))
+    return float(min(math.exp(sigma * abs(rng.standard_normal())), max_factor))
+
+
+def slow_down(
+    config: Mapping[str, Any],
+    node_config: Mapping[str, Any],
+    train_seconds: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, float]:
+    """Sleep as a device ``f`` times slower would have taken longer; metrics for the reply.
+
+    Parameters
+    ----------
+    config : Mapping
+        The train config the server sent (``device-slowdown`` and its parameters; absent
+        means ``none``).
+    node_config : Mapping
+        The node's config; only simulated nodes (with ``partition-id``) are slowed.
+    train_seconds : float
+        The training time just measured, >= 0.
+    sleep : callable, default time.sleep
+        How to wait (tests pass a recorder).
+
+    Returns
+    -------
+    dict
+        ``{"slowdown-factor": f, "slowdown-seconds": slept}`` when a slowdown applies,
+        else ``{}``.
+    """
+    kind = str(config.get(SLOWDOWN_KEY, "none"))
+    if kind == "none":
+        return {}
+    if "partition-id" not in node_config:
+        log(WARNING, "device-slowdown=%r is for simulated nodes; this node has no partition-id", kind)
+        return {}
+    factor = slowdown_factor(
+        kind,
+        seed=int(config.get(SEED_KEY, 0)),
+        partition=int(node_config["partition-id"]),
+        max_factor=float(config.get(MAX_KEY, 4.0)),
+        sigma=float(config.get(SIGMA_KEY, 1.0)),
+    )
+    extra = (factor - 1.0) * max(float(train_seconds), 0.0)
+    if extra > 0:
+        sleep(extra)
+    return {"slowdown-factor": factor, "slowdown-seconds": extra}
