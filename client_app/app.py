@@ -21,15 +21,17 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client_app.attack import attack_info, is_attacker, poison_data, poison_update
 from client_app.client import TorchClient
+from client_app.compression import reply_arrays
 from client_app.dp import CLIP_NORM_KEY, UNCLIPPED_KEY, clip_own_update, make_client
+from client_app.slowdown import slow_down
 from strategies.records import (
     ARRAYS_KEY,
     CONFIG_KEY,
     INFO_KEY,
     METRICS_KEY,
     NUM_EXAMPLES,
-    from_layers,
     to_layers,
 )
 from tasks.config import AppConfig
@@ -60,6 +62,22 @@ def _config(context: Context) -> AppConfig:
     return _CONFIGS[context.run_id]
 
 
+# One model object per (run, architecture) in a worker, shared by its virtual nodes: they
+# run one at a time and every call first overwrites all parameters and buffers with the
+# received global model. A model per node would hold 1000 copies of the weights (and
+# their gradients) in each worker with 1000 virtual nodes.
+_MODELS: dict[tuple, torch.nn.Module] = {}
+
+
+def _shared_model(
+    run_id: int, model_name: str, input_shape: tuple[int, ...], num_classes: int
+) -> torch.nn.Module:
+    key = (run_id, model_name, input_shape, num_classes)
+    if key not in _MODELS:
+        _MODELS[key] = build_model(model_name, input_shape, num_classes)
+    return _MODELS[key]
+
+
 def _client(context: Context, config: ConfigRecord) -> _Cached:
     cfg = _config(context)
     model_name, num_classes = str(config["model"]), int(config["num-classes"])
@@ -80,8 +98,10 @@ def _client(context: Context, config: ConfigRecord) -> _Cached:
         if cfg.threads_per_client > 0:
             torch.set_num_threads(cfg.threads_per_client)
         data = device_file_data(data_path) if data_path else client_data(cfg, source[1], source[2])
+        if is_attacker(cfg, node):  # label-flip attackers train on flipped labels
+            data = poison_data(cfg, data, num_classes)
         device = pick_device(cfg.device)
-        model = build_model(model_name, tuple(data.x_train.shape[1:]), num_classes)
+        model = _shared_model(context.run_id, model_name, tuple(data.x_train.shape[1:]), num_classes)
         seed = cfg.seed + (source[1] if source[0] == "partition" else 0)
         client = make_client(cfg, model, data, device, seed)
         _CACHE[key] = _Cached(client, list(client.model.state_dict().keys()), device_kind(device))
@@ -95,14 +115,23 @@ def train(msg: Message, context: Context) -> Message:
     cached = _client(context, config)
     params = to_layers(msg.content[ARRAYS_KEY], cached.names)
     new_params, num_examples, metrics = cached.client.fit(params, dict(config))
+    metrics.update(slow_down(config, context.node_config, float(metrics["train-seconds"])))
     if CLIP_NORM_KEY in config:  # client-side DP clipping: the server never sees the raw update
         new_params, unclipped = clip_own_update(params, new_params, float(config[CLIP_NORM_KEY]))
         metrics[UNCLIPPED_KEY] = int(unclipped)
+    cfg = _config(context)
+    if is_attacker(cfg, context.node_config):  # simulated Byzantine client (run config `attack`)
+        partition, server_round = int(context.node_config["partition-id"]), int(config.get("server-round", 0))
+        new_params = poison_update(cfg, params, new_params, (cfg.seed, partition, server_round))
+    # The model under "arrays", or its compressed update when the config asks for compression.
+    arrays_key, arrays = reply_arrays(cached.names, params, new_params, config, context.state)
     reply = RecordDict(
         {
-            ARRAYS_KEY: from_layers(cached.names, new_params),
+            arrays_key: arrays,
             METRICS_KEY: MetricRecord({**metrics, NUM_EXAMPLES: num_examples}),
-            INFO_KEY: ConfigRecord({"device": cached.device}),
+            INFO_KEY: ConfigRecord(
+                {"device": cached.device, **attack_info(_config(context), context.node_config)}
+            ),
         }
     )
     return Message(content=reply, reply_to=msg)

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from logging import ERROR, INFO
+import inspect
+from collections.abc import Mapping
+from logging import ERROR, INFO, WARNING
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
+from server_app.checkpoint import (
+    Checkpoint,
+    check_resumable,
+    load_checkpoint,
+    restore_rng_states,
+    save_checkpoint,
+)
 from server_app.plots import plot_curves
 from server_app.reporting import RoundReporter, node_table
-from server_app.run_dir import RunDirectory
+from server_app.run_dir import RunDirectory, write_json_atomic
+from strategies.attacks import choose_attacked
 from strategies.control import StopTraining
+from strategies.fedavg import NodeReport
 from strategies.records import from_layers, to_layers
 from strategies.registry import build_strategy, get_spec
 from tasks.config import AppConfig, ConfigError
@@ -53,6 +65,15 @@ def client_configs(cfg: AppConfig, model_name: str, num_classes: int) -> tuple[C
             "weight-decay": cfg.weight_decay,
         }
     )
+    if cfg.device_slowdown != "none":  # simulated slow devices (client_app/slowdown.py)
+        train.update(
+            {
+                "device-slowdown": cfg.device_slowdown,
+                "device-slowdown-max": cfg.device_slowdown_max,
+                "device-slowdown-sigma": cfg.device_slowdown_sigma,
+                "device-slowdown-seed": cfg.seed,
+            }
+        )
     return train, ConfigRecord(model)
 
 
@@ -60,12 +81,27 @@ def client_configs(cfg: AppConfig, model_name: str, num_classes: int) -> tuple[C
 def main(grid: Grid, context: Context) -> None:
     """Run federated training as configured in ``[tool.flwr.app.config]``."""
     cfg = AppConfig.from_run_config(context.run_config)
+    checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
     bundle, model_name, model = prepare(cfg)
     strategy = build_strategy(cfg)
+    names = list(model.state_dict().keys())
+    initial, start_round = get_weights(model), 1
+    if checkpoint is not None:
+        initial, start_round = resume_from(checkpoint, cfg, strategy, model_name, names, initial)
     run_dir = RunDirectory.create(cfg.output_dir, cfg.strategy, cfg.dataset)
+    resumed = {} if checkpoint is None else {"resumed-from": str(checkpoint.path.parent)}
     run_dir.write_config(
-        {**cfg.to_dict(), "resolved-model": model_name, "resolved-partitioner": cfg.resolved_partitioner}
+        {
+            **cfg.to_dict(),
+            "resolved-model": model_name,
+            "resolved-partitioner": cfg.resolved_partitioner,
+            **resumed,
+        }
     )
+    if checkpoint is not None:  # the metrics of the rounds already run come along
+        run_dir.rounds = [dict(row) for row in checkpoint.rounds]
+        run_dir.notes.append(f"resumed after round {checkpoint.round} from {checkpoint.path}")
+        run_dir.write_metrics()
     log(
         INFO,
         "edgebloom: strategy=%s dataset=%s model=%s; outputs -> %s",
@@ -75,7 +111,6 @@ def main(grid: Grid, context: Context) -> None:
         run_dir.path,
     )
 
-    names = list(model.state_dict().keys())
     x_test = torch.as_tensor(bundle.x_test)
     y_test = torch.as_tensor(bundle.y_test)
 
@@ -84,6 +119,21 @@ def main(grid: Grid, context: Context) -> None:
         result = test(model, x_test, y_test)
         return result.loss, result.accuracy
 
+    def write_checkpoint(server_round: int, arrays: ArrayRecord) -> None:
+        if cfg.attack != "none":
+            record_attackers(run_dir, cfg, strategy.nodes)
+        save_checkpoint(
+            run_dir.path,
+            server_round=server_round,
+            strategy=cfg.strategy,
+            model=model_name,
+            names=names,
+            arrays=to_layers(arrays, names),
+            strategy_state=strategy.state_dict() if hasattr(strategy, "state_dict") else {},
+            rounds=run_dir.rounds,
+            config=cfg.to_dict(),
+        )
+
     reporter = RoundReporter(
         strategy.stats,
         run_dir,
@@ -91,18 +141,21 @@ def main(grid: Grid, context: Context) -> None:
         cfg.num_server_rounds,
         # Strategies may add per-round metrics (a DP strategy: ε, clipping norm).
         extra_metrics=getattr(strategy, "round_metrics", None),
+        on_round_end=write_checkpoint,
     )
+    reporter.latest_arrays = from_layers(names, initial)
     train_config, eval_config = client_configs(cfg, model_name, bundle.num_classes)
     result_arrays = None
     try:
         result = strategy.start(
             grid=grid,
-            initial_arrays=from_layers(names, get_weights(model)),
+            initial_arrays=from_layers(names, initial),
             num_rounds=cfg.num_server_rounds,
             timeout=cfg.round_timeout,
             train_config=train_config,
             evaluate_config=eval_config,
             evaluate_fn=reporter,
+            **({"start_round": start_round} if start_round > 1 else {}),
         )
         result_arrays = result.arrays
         run_dir.status = "completed"
@@ -115,12 +168,74 @@ def main(grid: Grid, context: Context) -> None:
         log(ERROR, "edgebloom: run failed (%s); partial results kept in %s", exc, run_dir.path)
         raise
     # result.arrays is None if no round aggregated; the reporter saw the last global model.
-    final = to_layers(
-        result_arrays or reporter.latest_arrays or from_layers(names, get_weights(model)), names
-    )
+    final = to_layers(result_arrays or reporter.latest_arrays, names)
     run_dir.save_model(names, [np.array(a) for a in final])
     run_dir.write_metrics()
     plot_curves(run_dir.rounds, run_dir.path / "curves.png", f"{cfg.strategy} on {cfg.dataset}")
     if strategy.nodes:
         log(INFO, "Nodes (last training report):\n%s", node_table(strategy.nodes))
     log(INFO, "edgebloom: run %s; outputs in %s", run_dir.status, run_dir.path)
+
+
+def record_attackers(run_dir: RunDirectory, cfg: AppConfig, nodes: Mapping[int, NodeReport]) -> None:
+    """Write ``attack.json``: the attack, the partitions it chose and the nodes seen attacking."""
+    partitions = {n: r.partition for n, r in nodes.items() if r.partition is not None}
+    num_partitions = next((r.num_partitions for r in nodes.values() if r.num_partitions), None)
+    payload = {
+        "attack": cfg.attack,
+        "attack-fraction": cfg.attack_fraction,
+        "attack-scale": cfg.attack_scale,
+        "seed": cfg.seed,
+        "attacker-nodes": {str(n): partitions[n] for n, r in sorted(nodes.items()) if r.attacker},
+        "honest-nodes": {
+            str(n): partitions[n] for n, r in sorted(nodes.items()) if not r.attacker and n in partitions
+        },
+    }
+    if num_partitions is not None:
+        payload["attacked-partitions"] = choose_attacked(
+            int(num_partitions), fraction=cfg.attack_fraction, seed=cfg.seed
+        )
+    write_json_atomic(run_dir.path / "attack.json", payload)
+
+
+def resume_from(
+    checkpoint: Checkpoint,
+    cfg: AppConfig,
+    strategy: Strategy,
+    model_name: str,
+    names: list[str],
+    initial: list[np.ndarray],
+) -> tuple[list[np.ndarray], int]:
+    """Check ``checkpoint`` against this run, restore the strategy and RNGs; (arrays, first round)."""
+    changed = check_resumable(
+        checkpoint,
+        strategy=cfg.strategy,
+        model=model_name,
+        names=names,
+        arrays=initial,
+        num_rounds=cfg.num_server_rounds,
+        config=cfg.to_dict(),
+    )
+    if changed:
+        log(
+            WARNING,
+            "edgebloom: resuming with run-config values that differ from the checkpointed run's: %s; "
+            "the result will not equal an uninterrupted run's",
+            ", ".join(changed),
+        )
+    if "start_round" not in inspect.signature(strategy.start).parameters:
+        raise ConfigError(
+            f"run config: resume={cfg.resume!r}: strategy {cfg.strategy!r} cannot resume: its start() "
+            "takes no start_round (see docs/writing-a-strategy.md). Start a fresh run."
+        )
+    try:
+        strategy.load_state_dict(checkpoint.strategy_state)  # type: ignore[attr-defined]
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"run config: resume={cfg.resume!r}: the checkpoint's strategy state does not fit this "
+            f"{cfg.strategy!r} strategy ({type(exc).__name__}: {exc}). Resume with the checkpointed "
+            "run's settings or start a fresh run."
+        ) from exc
+    restore_rng_states(checkpoint.rng)
+    log(INFO, "edgebloom: resuming after round %d from %s", checkpoint.round, checkpoint.path)
+    return checkpoint.arrays, checkpoint.round + 1

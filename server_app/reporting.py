@@ -33,6 +33,8 @@ def format_round(row: Mapping[str, Any], num_rounds: int) -> str:
         clients += f", {row['dropped']} dropped"
     if row.get("rejected"):
         clients += f", {sum(row['rejected'].values())} rejected"
+    if row.get("attackers"):
+        clients += f" ({row['attackers']} accepted from attackers)"
     privacy = ""
     if row.get("epsilon") is not None:  # user-level DP (dp-fedavg / dp-fedprox)
         privacy += f" | ε {row['epsilon']:.3f} (δ={row['delta']:g})"
@@ -60,6 +62,9 @@ class RoundReporter:
         Total rounds, for the log line.
     extra_metrics : callable, optional
         ``round -> dict`` merged into the row (e.g. a privacy accountant's ε).
+    on_round_end : callable, optional
+        ``(round, arrays) -> None``, called after each round ≥ 1 is recorded (the
+        ServerApp writes its checkpoint there).
     """
 
     def __init__(
@@ -69,12 +74,14 @@ class RoundReporter:
         central_eval: Callable[[ArrayRecord], tuple[float, float | None]] | None,
         num_rounds: int,
         extra_metrics: Callable[[int], Mapping[str, Any]] | None = None,
+        on_round_end: Callable[[int, ArrayRecord], None] | None = None,
     ) -> None:
         self.stats = stats
         self.run_dir = run_dir
         self.central_eval = central_eval
         self.num_rounds = num_rounds
         self.extra_metrics = extra_metrics
+        self.on_round_end = on_round_end
         self._last = time.perf_counter()
         self.latest_arrays: ArrayRecord | None = None
 
@@ -99,6 +106,8 @@ class RoundReporter:
             )
             if stats.dp_sgd_epsilon is not None:
                 row["dp_sgd_epsilon"] = stats.dp_sgd_epsilon
+            if stats.attackers:
+                row["attackers"] = stats.attackers
         record = None
         if self.central_eval is not None:
             loss, accuracy = self.central_eval(arrays)
@@ -111,6 +120,8 @@ class RoundReporter:
         self._last = now
         self.run_dir.add_round(row)
         log(INFO, format_round(row, self.num_rounds))
+        if server_round > 0 and self.on_round_end is not None:
+            self.on_round_end(server_round, arrays)
         return record
 
 

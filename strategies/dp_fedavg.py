@@ -61,6 +61,7 @@ from strategies import dp_math
 from strategies.accounting import Accountant, create_accountant
 from strategies.control import StopTraining
 from strategies.fedavg import FedAvg, NodeReport, RoundStats, max_client_epsilon
+from strategies.loop import RoundLoop
 from strategies.records import METRICS_KEY, NUM_EXAMPLES, from_layers, to_layers
 from strategies.sampling import TRAIN, round_rng, sample_ids, wait_for_nodes
 from strategies.validation import spec_of_record
@@ -81,7 +82,7 @@ def _bad(key: str, value: object, allowed: str) -> ValueError:
     return ValueError(f"{key}={value!r} is invalid: {allowed}")
 
 
-class DPFedAvg(Strategy):
+class DPFedAvg(RoundLoop, Strategy):
     """User-level DP around a FedAvg-based strategy (McMahan et al. 2018; Andrew et al. 2021).
 
     Each round: sample clients (Poisson with rate q, or exactly round(q N) of them),
@@ -493,6 +494,9 @@ class DPFedAvg(Strategy):
         new_layers = [_cast_like(a, g) for a, g in zip(new_layers, global_layers, strict=True)]
         self._account(server_round, noise_std, used_clip_norm, self.inner.stats[server_round].sampled)
         self.inner._record_nodes(valid)
+        self.inner.stats[server_round].attackers = sum(
+            self.inner.nodes[m.metadata.src_node_id].attacker for m in valid
+        )
         metrics = None
         if valid:
             metrics = aggregate_metricrecords([m.content for m in valid], self.inner.weighted_by_key)

@@ -13,6 +13,7 @@ timeout instead of forever, simulates stragglers (FedAvg drops them, as in Li et
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from logging import INFO, WARNING
@@ -26,6 +27,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from flwr.supercore import log
 
 from strategies.aggregate import weighted_average
+from strategies.loop import RoundLoop
 from strategies.records import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -67,6 +69,8 @@ class RoundStats:
     federated_accuracy: float | None = None
     #: Largest ε reported by DP-SGD clients this round (sample-level DP), if any.
     dp_sgd_epsilon: float | None = None
+    #: Accepted replies from simulated attackers (run config ``attack``), if any attacked.
+    attackers: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -79,9 +83,13 @@ class NodeReport:
     device: str
     num_examples: int
     train_seconds: float
+    #: Simulated attacks only: the node's partition and whether it attacked.
+    partition: int | None = None
+    num_partitions: int | None = None
+    attacker: bool = False
 
 
-class FedAvg(FlowerFedAvg):
+class FedAvg(RoundLoop, FlowerFedAvg):
     """Example-weighted FedAvg with seeded sampling, bounded waits and stragglers.
 
     Parameters
@@ -287,7 +295,11 @@ class FedAvg(FlowerFedAvg):
             valid.append(msg)
             layers.append([arrays[n] for n in names])
         stats.succeeded = len(valid)
-        return valid, layers, names
+        # Arrival order depends on timing and node ids are random per run: put replies in
+        # an order given by their content, so float sums (and thus a resumed run) are
+        # reproducible bit for bit whatever order the replies arrived in.
+        order = sorted(range(len(valid)), key=lambda i: reply_digest(valid[i], layers[i]))
+        return [valid[i] for i in order], [layers[i] for i in order], names
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -303,6 +315,7 @@ class FedAvg(FlowerFedAvg):
         weights = [float(m.content[METRICS_KEY][NUM_EXAMPLES]) for m in valid]
         arrays = from_layers(names, self.aggregate_layers(layers, weights))
         self._record_nodes(valid)
+        stats.attackers = sum(self.nodes[m.metadata.src_node_id].attacker for m in valid)
         metrics = aggregate_metricrecords([m.content for m in valid], self.weighted_by_key)
         stats.train_loss = _as_float(metrics.get("train-loss"))
         stats.dp_sgd_epsilon = max_client_epsilon(valid)
@@ -322,10 +335,14 @@ class FedAvg(FlowerFedAvg):
         for m in replies:
             metrics = m.content[METRICS_KEY]
             info = m.content.config_records.get(INFO_KEY, ConfigRecord())
+            partition = info.get("partition-id")
             self.nodes[m.metadata.src_node_id] = NodeReport(
                 device=str(info.get("device", "?")),
                 num_examples=int(metrics[NUM_EXAMPLES]),
                 train_seconds=float(metrics.get("train-seconds", 0.0)),
+                partition=None if partition is None else int(partition),
+                num_partitions=int(info["num-partitions"]) if "num-partitions" in info else None,
+                attacker=bool(info.get("attacker", False)),
             )
 
     # ---------------------------------------------------------------- evaluation
@@ -355,6 +372,17 @@ class FedAvg(FlowerFedAvg):
         stats.federated_loss = _as_float(metrics.get("loss"))
         stats.federated_accuracy = _as_float(metrics.get("accuracy"))
         return metrics
+
+
+def reply_digest(msg: Message, layers: list[np.ndarray]) -> tuple[float, bytes]:
+    """A key that orders replies by content: (num-examples, hash of the smallest array).
+
+    The smallest array (typically a bias) is hashed, not the whole model: cheap, and two
+    clients with equal bytes there almost surely sent the same update.
+    """
+    smallest = min(layers, key=lambda a: a.nbytes) if layers else np.empty(0)
+    digest = hashlib.blake2b(np.ascontiguousarray(smallest).tobytes(), digest_size=16).digest()
+    return float(msg.content[METRICS_KEY][NUM_EXAMPLES]), digest
 
 
 def max_client_epsilon(replies: list[Message]) -> float | None:

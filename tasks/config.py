@@ -34,26 +34,42 @@ class Key:
     help: str
     check: Callable[[Any], str | None] = lambda v: None
 
+    @property
+    def valid(self) -> str:
+        """The allowed values in words (``>= 1``, ``(0, 1]``, ``one of a, b``), or ``""``."""
+        return str(getattr(self.check, "valid", ""))
+
+
+def _described(check: Callable[[Any], str | None], valid: str) -> Callable[[Any], str | None]:
+    """Attach the allowed values in words to ``check`` (``python -m strategies list`` prints them)."""
+    check.valid = valid  # type: ignore[attr-defined]
+    return check
+
 
 def at_least(lo: float) -> Callable[[Any], str | None]:
-    return lambda v: None if v >= lo else f"must be >= {lo}"
+    return _described(lambda v: None if v >= lo else f"must be >= {lo}", f">= {lo}")
 
 
 def in_range(
     lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
 ) -> Callable[[Any], str | None]:
+    valid = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
     def check(v: Any) -> str | None:
         ok_lo = v > lo if lo_open else v >= lo
         ok_hi = v < hi if hi_open else v <= hi
         if ok_lo and ok_hi:
             return None
-        return f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        return f"must be in {valid}"
 
-    return check
+    return _described(check, valid)
 
 
 def one_of(*allowed: str) -> Callable[[Any], str | None]:
-    return lambda v: None if v in allowed else f"must be one of {', '.join(allowed)}"
+    return _described(
+        lambda v: None if v in allowed else f"must be one of {', '.join(allowed)}",
+        f"one of {', '.join(allowed)}",
+    )
 
 
 def _check_dataset(value: str) -> str | None:
@@ -176,11 +192,59 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("output-dir", str, "outputs", "where run directories go (relative: see README)"),
     Key("central-eval", bool, True, "evaluate the global model on the server's test set each round"),
+    Key(
+        "resume",
+        str,
+        "",
+        "run directory whose checkpoint to continue from ('' = a fresh run; README \"Reliability\")",
+    ),
+    # Attack simulation (simulation engine only; README "Reliability").
+    Key(
+        "attack",
+        str,
+        "none",
+        "Byzantine clients: none, sign-flip (−cΔ), scale (cΔ), gaussian (N(0, c²)), label-flip",
+        one_of("none", "sign-flip", "scale", "gaussian", "label-flip"),
+    ),
+    Key("attack-fraction", float, 0.2, "share of partitions that attack (chosen by seed)", in_range(0, 1)),
+    Key(
+        "attack-scale",
+        float,
+        10.0,
+        "c of sign-flip / scale; noise std of gaussian",
+        in_range(0, 1e6, lo_open=True),
+    ),
     # Robust aggregation (strategies median, trimmed-mean, multi-krum, norm-bounded).
     Key("robust-num-byzantine", int, 1, "f: Byzantine clients to tolerate", at_least(0)),
     Key("trimmed-mean-beta", float, 0.2, "β: share trimmed at each end", in_range(0, 0.5, hi_open=True)),
     Key("krum-num-selected", int, 0, "m: clients Multi-Krum averages (0 = n − f)", at_least(0)),
     Key("norm-bound", float, 1.0, "L2 bound on each client update", in_range(0, 1e9, lo_open=True)),
+    # Server optimizers (strategies fedadam, fedyogi, fedadagrad, fedavgm; Reddi et al. 2021).
+    Key(
+        "server-learning-rate",
+        float,
+        0.1,
+        "η: server step size (FedAvgM: η/(1 − β) is the steady-state step relative to FedAvg)",
+        in_range(0, 1e6, lo_open=True),
+    ),
+    Key(
+        "server-beta1",
+        float,
+        0.9,
+        "β₁: first-moment decay (FedAdam/FedYogi/FedAdagrad)",
+        in_range(0, 1, hi_open=True),
+    ),
+    Key(
+        "server-beta2", float, 0.99, "β₂: second-moment decay (FedAdam/FedYogi)", in_range(0, 1, hi_open=True)
+    ),
+    Key(
+        "server-tau",
+        float,
+        1e-3,
+        "τ: adaptivity added to √v (FedAdam/FedYogi/FedAdagrad); v starts at τ²",
+        in_range(0, 1e6, lo_open=True),
+    ),
+    Key("server-momentum", float, 0.9, "β: FedAvgM server momentum", in_range(0, 1, hi_open=True)),
     # Differential privacy (strategies dp-fedavg, dp-fedprox; README "Privacy").
     Key(
         "dp-estimator",
@@ -277,8 +341,63 @@ KEYS: tuple[Key, ...] = (
         "δ of the client's reported DP-SGD ε",
         in_range(0, 1, lo_open=True, hi_open=True),
     ),
+    # Update compression, a wrapper around any strategy (README "Update compression").
+    Key(
+        "compression",
+        str,
+        "none",
+        "client updates sent as: none (the model), int8 (quantized) or topk (sparsified)",
+        one_of("none", "int8", "topk"),
+    ),
+    Key(
+        "topk-fraction",
+        float,
+        0.01,
+        "share of each layer's entries top-k sends (compression='topk')",
+        in_range(0, 1, lo_open=True),
+    ),
+    # Asynchronous buffered aggregation (strategy fedbuff; README "Asynchronous FedBuff").
+    Key("fedbuff-concurrency", int, 10, "FedBuff: clients kept training at once", at_least(1)),
+    Key("fedbuff-buffer-size", int, 5, "FedBuff: K, updates per buffer application (= round)", at_least(1)),
+    Key(
+        "fedbuff-max-staleness",
+        int,
+        10,
+        "FedBuff: updates more model versions old than this are dropped",
+        at_least(0),
+    ),
+    Key(
+        "fedbuff-server-learning-rate",
+        float,
+        1.0,
+        "FedBuff: η_g in w ← w + η_g·buffer/K (1 = plain mean of the buffered updates)",
+        in_range(0, 1e6, lo_open=True),
+    ),
+    # Simulated device heterogeneity (client side; README "Asynchronous FedBuff").
+    Key(
+        "device-slowdown",
+        str,
+        "none",
+        "simulated slow devices: none, uniform (f ~ U[1, max]) or lognormal (f = min(e^{σ|z|}, max))",
+        one_of("none", "uniform", "lognormal"),
+    ),
+    Key("device-slowdown-max", float, 4.0, "largest slowdown factor f", in_range(1, 1000)),
+    Key("device-slowdown-sigma", float, 1.0, "σ of the lognormal slowdown", in_range(0, 10, lo_open=True)),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
+
+
+def validated(key: Key, value: Any) -> Any:
+    """``value`` coerced to ``key.type`` and checked; ``ConfigError`` names the key, value and fix.
+
+    ``AppConfig`` validates the keys of :data:`KEYS`; the strategy registry uses this for
+    the keys that plug-in strategies declare themselves.
+    """
+    value = _coerce(key, value)
+    problem = key.check(value)
+    if problem:
+        raise ConfigError(_message(key, value, problem))
+    return value
 
 
 def _coerce(key: Key, value: Any) -> Any:
@@ -342,10 +461,19 @@ class AppConfig:
     threads_per_client: int
     output_dir: str
     central_eval: bool
+    resume: str
+    attack: str
+    attack_fraction: float
+    attack_scale: float
     robust_num_byzantine: int
     trimmed_mean_beta: float
     krum_num_selected: int
     norm_bound: float
+    server_learning_rate: float
+    server_beta1: float
+    server_beta2: float
+    server_tau: float
+    server_momentum: float
     dp_estimator: str
     dp_clipping: str
     dp_clip_norm: float
@@ -365,6 +493,15 @@ class AppConfig:
     dp_sgd_noise_multiplier: float
     dp_sgd_max_grad_norm: float
     dp_sgd_delta: float
+    compression: str
+    topk_fraction: float
+    fedbuff_concurrency: int
+    fedbuff_buffer_size: int
+    fedbuff_max_staleness: int
+    fedbuff_server_learning_rate: float
+    device_slowdown: str
+    device_slowdown_max: float
+    device_slowdown_sigma: float
     extra: Mapping[str, Scalar] = field(default_factory=dict)
 
     @classmethod

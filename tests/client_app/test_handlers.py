@@ -85,3 +85,29 @@ def test_device_file_is_used_whole(tmp_path) -> None:  # noqa: ANN001
 
     assert not reply.has_error(), reply.error
     assert reply.content["metrics"]["num-examples"] == 50
+
+
+def test_virtual_nodes_share_one_model_without_leaking_state_between_them() -> None:
+    # Prepare: one global model; node 0 trains, then node 1, then node 0 again on the same input.
+    from client_app.app import _CACHE
+
+    msg, names = _message(MessageType.TRAIN, TRAIN_CONFIG)
+    run = Context(run_id=96, node_id=7, node_config={}, state=RecordDict(), run_config={})
+
+    def train_on(partition_id: int) -> list[np.ndarray]:
+        ctx = _context(partition_id)
+        ctx.run_id = run.run_id
+        reply = app(msg, ctx)
+        assert not reply.has_error(), reply.error
+        return [np.array(a) for a in to_layers(reply.content["arrays"], names)]
+
+    # Execute
+    first = train_on(0)
+    other = train_on(1)
+    again = train_on(0)
+
+    # Assert: one model object serves both nodes, and node 1's training did not change node 0's result.
+    models = {id(c.client.model) for k, c in _CACHE.items() if k[0] == run.run_id}
+    assert len(models) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other, strict=True))
