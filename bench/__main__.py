@@ -36,6 +36,14 @@ def start_in(directory: Path, home: Path) -> LocalFlower:
         os.chdir(here)
 
 
+def merge_optional(results: dict[str, Any], out: Path) -> None:
+    """Add the results of the separately run benchmarks (:data:`OPTIONAL`) found in ``out``."""
+    for name, filename in OPTIONAL.items():
+        path = out / filename
+        if path.exists():
+            results[name] = json.loads(path.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny configs: checks that everything runs")
@@ -52,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.report_only:
         results = json.loads((args.out / "results.json").read_text())
+        merge_optional(results, args.out)
         if "scale" in results:
             results["scale"] = scale.summarize(results["overhead"])
         (args.out / "BENCHMARKS.md").write_text(report.render(results))
@@ -95,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             for started_flower in (flower, compare_flower):
                 if started_flower is not None:
                     stop_process_tree(started_flower.pid)
-    for name, filename in OPTIONAL.items():
-        path = out / filename
-        if path.exists():
-            results[name] = json.loads(path.read_text())
+    merge_optional(results, out)
     results["total_seconds"] = time.monotonic() - started
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     markdown = report.render(results)

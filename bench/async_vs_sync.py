@@ -16,7 +16,9 @@ both (FedBuff has none; FedAvg's would add an evaluation phase per round).
     python -m bench.async_vs_sync                      # the README table (a few minutes)
     python -m bench.async_vs_sync --target 0.85 --fedavg-rounds 6 --fedbuff-rounds 16
 
-Writes one JSON row per strategy to ``--out`` and prints a markdown table.
+Writes ``async_vs_sync.json`` (one row per run, and the markdown table) into ``--out``
+(default ``bench/results``, where ``python -m bench`` and ``python -m bench --report-only``
+pick it up into ``BENCHMARKS.md``) and prints the table.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def main() -> None:
     parser.add_argument("--slowdown-max", type=float, default=10.0)
     parser.add_argument("--slowdown-sigma", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--out", type=Path, default=Path("outputs/async_vs_sync.json"))
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="output directory")
     args = parser.parse_args()
 
     common = {
@@ -165,12 +167,22 @@ def main() -> None:
         "target_accuracy": args.target,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d"),
+        "settings": {
+            "concurrency": args.concurrency,
+            "buffer_size": args.buffer_size,
+            "slowdown": args.slowdown,
+            "slowdown_max": args.slowdown_max,
+            "slowdown_sigma": args.slowdown_sigma,
+            "seed": args.seed,
+        },
         "rows": rows,
+        "table": markdown(rows, args.target),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2))
-    print(markdown(rows, args.target))
-    print(f"\n(JSON: {args.out})")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "async_vs_sync.json"
+    path.write_text(json.dumps(payload, indent=2))
+    print(payload["table"])
+    print(f"\n(JSON: {path})")
 
 
 if __name__ == "__main__":

@@ -340,14 +340,38 @@ def render(results: dict[str, Any]) -> str:
         parts += ["", "## Scale", "", scale(results)]
     if "efficiency" in results:
         parts += ["", "## Efficiency: rounds and time to a target accuracy", "", efficiency(results)]
+    if "async_vs_sync" in results:
+        parts += [
+            "",
+            "## Asynchronous FedBuff against synchronous FedAvg on slow devices",
+            "",
+            async_vs_sync(results["async_vs_sync"]),
+        ]
+    if "compression" in results:
+        parts += ["", "## Update compression: bytes and accuracy", "", compression(results["compression"])]
     parts += ["", "## Profile and optimizations", "", PROFILE_NOTES]
-    for name in ("async_vs_sync", "compression"):
-        if name in results:
-            parts += ["", f"## {name.replace('_', ' ')}", "", "```json", _json(results[name]), "```"]
     return "\n".join(parts) + "\n"
 
 
-def _json(value: Any) -> str:
-    import json
+def async_vs_sync(result: dict[str, Any]) -> str:
+    """The section of ``python -m bench.async_vs_sync``'s ``async_vs_sync.json``."""
+    s = result["settings"]
+    sigma = f"σ {s['slowdown_sigma']:g}, " if s["slowdown"] == "lognormal" else ""
+    return (
+        "Run separately (`python -m bench.async_vs_sync`, about 8 minutes; not part of "
+        f"`python -m bench`), on {result['date']}: digits, 10 nodes, E = 5, IID, seed {s['seed']}, "
+        f"{s['slowdown']} device slowdown ({sigma}max {s['slowdown_max']:g}; the same factors for "
+        f"both strategies), FedBuff with concurrency {s['concurrency']} and buffer "
+        f"{s['buffer_size']}, target {result['target_accuracy']:.0%} central accuracy, simulation "
+        "engine with one Ray actor per node. Round 1 includes the engine's start-up (10 actors "
+        'importing PyTorch on shared cores, 50–200 s and noisy), so read the "after round 1" '
+        "column. One run per row.\n\n" + result["table"]
+    )
 
-    return json.dumps(value, indent=1, default=str)[:4000]
+
+def compression(result: dict[str, Any]) -> str:
+    """The section of ``python -m bench.compression``'s ``compression.json``."""
+    return (
+        f"Run separately (`python -m bench.compression`; not part of `python -m bench`): digits, 10 nodes, "
+        f"{result['rounds']} rounds, model {result['model_bytes'] / 1e3:.1f} kB.\n\n" + result["table"]
+    )

@@ -112,3 +112,58 @@ def test_markdown_report_has_every_section(quick: tuple[dict, Path]) -> None:
     text = (out / "BENCHMARKS.md").read_text()
     for heading in ("## Machine", "## Simulation overhead", "## Aggregation", "## Scale", "## Efficiency"):
         assert heading in text
+
+
+def test_report_only_renders_separately_run_benchmarks(quick: tuple[dict, Path], tmp_path: Path) -> None:
+    # Arrange: the quick results, plus async_vs_sync.json as its benchmark writes it
+    from bench.async_vs_sync import markdown, time_to_target
+
+    results, out = quick
+    (tmp_path / "results.json").write_text((out / "results.json").read_text())
+    rounds = [
+        {"round": 0, "seconds": 0.0, "succeeded": 0, "central_accuracy": 0.1},
+        {"round": 1, "seconds": 50.0, "succeeded": 5, "central_accuracy": 0.5},
+        {"round": 2, "seconds": 2.0, "succeeded": 5, "central_accuracy": 0.93},
+    ]
+    row = {
+        "strategy": "fedbuff",
+        "run_config": {
+            "device-slowdown": "lognormal",
+            "device-slowdown-sigma": 1.0,
+            "device-slowdown-max": 10.0,
+        },
+        "to_target": time_to_target(rounds, 0.9),
+        "to_target_after_round_1": time_to_target(rounds, 0.9, skip_first=True),
+        "median_round_seconds": 2.0,
+        "best_accuracy": 0.93,
+        "rounds_run": 2,
+        "staleness_mean": 1.25,
+    }
+    settings = {"concurrency": 10, "buffer_size": 5, "slowdown": "lognormal", "slowdown_max": 10.0}
+    payload = {
+        "target_accuracy": 0.9,
+        "date": "2026-11-23",
+        "settings": {**settings, "slowdown_sigma": 1.0, "seed": 42},
+        "rows": [row],
+        "table": markdown([row], 0.9),
+    }
+    (tmp_path / "async_vs_sync.json").write_text(json.dumps(payload))
+    published = (REPO / "BENCHMARKS.md").read_text()
+
+    # Execute
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--report-only", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    # Assert: its own section with its table, after the sections of the main run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## Asynchronous FedBuff against synchronous FedAvg" in text
+    assert "| fedbuff | lognormal (σ 1, max 10) | 2.0 s | 52.0 s | 2 / 10 |" in text
+    assert text.index("## Aggregation") < text.index("## Asynchronous FedBuff")
+    # A quick run's report never replaces the published BENCHMARKS.md.
+    assert results["mode"] == "quick" and (REPO / "BENCHMARKS.md").read_text() == published
