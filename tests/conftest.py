@@ -136,6 +136,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: The train config a ServerApp sends for one local epoch of the digits CNN; the
+#: client tests add or override keys (``{**DIGITS_TRAIN_CONFIG, "server-round": 3}``).
+DIGITS_TRAIN_CONFIG: dict[str, int | float | str] = {
+    "model": "digits-cnn",
+    "num-classes": 10,
+    "local-epochs": 1,
+    "batch-size": 10,
+    "learning-rate": 0.1,
+    "momentum": 0.0,
+    "weight-decay": 0.0,
+    "server-round": 1,
+}
+
+
 @dataclass
 class LocalFlower:
     """An isolated FLWR_HOME and a simulation SuperLink this test session started."""

@@ -13,18 +13,12 @@ from strategies.records import from_layers, to_layers
 from tasks.config import AppConfig, ConfigError
 from tasks.models import build_model
 from tasks.train import get_weights
+from tests.conftest import DIGITS_TRAIN_CONFIG
 
 NUM_PARTITIONS = 10
 ATTACKED = choose_attacked(NUM_PARTITIONS, fraction=0.3, seed=42)
 HONEST = next(p for p in range(NUM_PARTITIONS) if p not in ATTACKED)
-TRAIN_CONFIG = {
-    "model": "digits-cnn",
-    "num-classes": 10,
-    "local-epochs": 1,
-    "batch-size": 10,
-    "learning-rate": 0.1,
-    "server-round": 3,
-}
+TRAIN_CONFIG = {**DIGITS_TRAIN_CONFIG, "server-round": 3}
 _run_ids = iter(range(50_000, 60_000))
 
 

@@ -16,17 +16,7 @@ from strategies.registry import build_strategy
 from tasks.config import AppConfig
 from tasks.models import build_model
 from tasks.train import get_weights
-from tests.conftest import AppGrid
-
-TRAIN_CONFIG = {
-    "model": "digits-cnn",
-    "num-classes": 10,
-    "local-epochs": 1,
-    "batch-size": 10,
-    "learning-rate": 0.1,
-    "momentum": 0.0,
-    "weight-decay": 0.0,
-}
+from tests.conftest import DIGITS_TRAIN_CONFIG, AppGrid
 
 
 def initial_model() -> tuple[list[str], list[np.ndarray]]:
@@ -36,7 +26,7 @@ def initial_model() -> tuple[list[str], list[np.ndarray]]:
 
 
 def train_message(names: list[str], layers: list[np.ndarray], rnd: int, **extra: object) -> Message:
-    config = ConfigRecord({**TRAIN_CONFIG, "server-round": rnd, **extra})  # type: ignore[dict-item]
+    config = ConfigRecord({**DIGITS_TRAIN_CONFIG, "server-round": rnd, **extra})  # type: ignore[dict-item]
     content = RecordDict({"arrays": from_layers(names, layers), "config": config})
     return Message(content, dst_node_id=7, message_type=MessageType.TRAIN)
 
@@ -99,7 +89,7 @@ def test_int8_handler_reply_decodes_within_half_a_step_of_the_trained_model() ->
     (msg,) = [
         m
         for m in strategy.configure_train(
-            1, from_layers(names, global1), ConfigRecord(TRAIN_CONFIG), GridOf([7])
+            1, from_layers(names, global1), ConfigRecord(DIGITS_TRAIN_CONFIG), GridOf([7])
         )
         if m.metadata.dst_node_id == 7
     ]

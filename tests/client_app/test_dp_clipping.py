@@ -8,17 +8,7 @@ from client_app.dp import CLIP_NORM_KEY, UNCLIPPED_KEY, clip_own_update
 from strategies.records import from_layers, to_layers
 from tasks.models import build_model
 from tasks.train import get_weights
-
-TRAIN_CONFIG = {
-    "model": "digits-cnn",
-    "num-classes": 10,
-    "local-epochs": 1,
-    "batch-size": 10,
-    "learning-rate": 0.1,
-    "momentum": 0.0,
-    "weight-decay": 0.0,
-    "server-round": 1,
-}
+from tests.conftest import DIGITS_TRAIN_CONFIG
 
 
 def _norm(layers: list[np.ndarray]) -> float:
@@ -72,7 +62,7 @@ def _train(config: dict, run_id: int) -> tuple[Message, list[np.ndarray], list[s
 
 def test_train_handler_clips_its_own_update_when_the_server_asks() -> None:
     # A norm far below one epoch's update on digits forces clipping.
-    reply, global_layers, names = _train({**TRAIN_CONFIG, CLIP_NORM_KEY: 0.05}, run_id=9101)
+    reply, global_layers, names = _train({**DIGITS_TRAIN_CONFIG, CLIP_NORM_KEY: 0.05}, run_id=9101)
 
     assert not reply.has_error(), reply.error
     sent = to_layers(reply.content["arrays"], names)
@@ -82,7 +72,7 @@ def test_train_handler_clips_its_own_update_when_the_server_asks() -> None:
 
 
 def test_train_handler_without_dp_sends_the_raw_update_and_no_bit() -> None:
-    reply, global_layers, names = _train(dict(TRAIN_CONFIG), run_id=9102)
+    reply, global_layers, names = _train(dict(DIGITS_TRAIN_CONFIG), run_id=9102)
 
     assert not reply.has_error(), reply.error
     sent = to_layers(reply.content["arrays"], names)

@@ -13,23 +13,14 @@ from strategies.records import from_layers, to_layers
 from tasks.loading import ClientData
 from tasks.models import build_model
 from tasks.train import get_weights
-
-TRAIN_CONFIG = {
-    "model": "digits-cnn",
-    "num-classes": 10,
-    "local-epochs": 1,
-    "batch-size": 10,
-    "learning-rate": 0.1,
-    "momentum": 0.0,
-    "weight-decay": 0.0,
-}
+from tests.conftest import DIGITS_TRAIN_CONFIG
 
 
 def _train_message(server_round: int, arrays: dict | None = None) -> tuple[Message, list[str]]:
     model = build_model("digits-cnn", (1, 8, 8), 10)
     names = list(model.state_dict().keys())
     record = arrays or from_layers(names, get_weights(model))
-    config = ConfigRecord({**TRAIN_CONFIG, "server-round": server_round})
+    config = ConfigRecord({**DIGITS_TRAIN_CONFIG, "server-round": server_round})
     return Message(
         RecordDict({"arrays": record, "config": config}), dst_node_id=7, message_type=MessageType.TRAIN
     ), names

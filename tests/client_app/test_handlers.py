@@ -9,6 +9,7 @@ from strategies.records import from_layers, to_layers
 from tasks.data import DatasetError
 from tasks.models import build_model
 from tasks.train import get_weights
+from tests.conftest import DIGITS_TRAIN_CONFIG
 
 
 def _message(message_type: str, config: dict) -> tuple[Message, list[str]]:
@@ -23,20 +24,8 @@ def _context(partition_id: int = 0) -> Context:
     return Context(run_id=99, node_id=7, node_config=node_config, state=RecordDict(), run_config={})
 
 
-TRAIN_CONFIG = {
-    "model": "digits-cnn",
-    "num-classes": 10,
-    "local-epochs": 1,
-    "batch-size": 10,
-    "learning-rate": 0.1,
-    "momentum": 0.0,
-    "weight-decay": 0.0,
-    "server-round": 1,
-}
-
-
 def test_train_handler_replies_arrays_metrics_and_num_examples() -> None:
-    msg, names = _message(MessageType.TRAIN, TRAIN_CONFIG)
+    msg, names = _message(MessageType.TRAIN, DIGITS_TRAIN_CONFIG)
 
     reply = app(msg, _context())
 
@@ -63,7 +52,7 @@ def test_evaluate_handler_reports_loss_accuracy_and_num_examples() -> None:
 
 def test_node_without_data_fails_naming_data_path() -> None:
     # Flower's runtime turns this exception into an error reply carrying the message.
-    msg, _ = _message(MessageType.TRAIN, TRAIN_CONFIG)
+    msg, _ = _message(MessageType.TRAIN, DIGITS_TRAIN_CONFIG)
     ctx = Context(run_id=98, node_id=7, node_config={}, state=RecordDict(), run_config={})
 
     with pytest.raises(DatasetError, match="data-path"):
@@ -76,7 +65,7 @@ def test_device_file_is_used_whole(tmp_path) -> None:  # noqa: ANN001
     x_tr, y_tr, x_te, y_te = digits_arrays(test_fraction=0.5, seed=0)
     path = tmp_path / "node.npz"
     np.savez(path, x_train=x_tr[:50], y_train=y_tr[:50], x_test=x_te[:20], y_test=y_te[:20])
-    msg, _ = _message(MessageType.TRAIN, TRAIN_CONFIG)
+    msg, _ = _message(MessageType.TRAIN, DIGITS_TRAIN_CONFIG)
     ctx = Context(
         run_id=97, node_id=7, node_config={"data-path": str(path)}, state=RecordDict(), run_config={}
     )
@@ -91,7 +80,7 @@ def test_virtual_nodes_share_one_model_without_leaking_state_between_them() -> N
     # Prepare: one global model; node 0 trains, then node 1, then node 0 again on the same input.
     from client_app.app import _CACHE
 
-    msg, names = _message(MessageType.TRAIN, TRAIN_CONFIG)
+    msg, names = _message(MessageType.TRAIN, DIGITS_TRAIN_CONFIG)
     run = Context(run_id=96, node_id=7, node_config={}, state=RecordDict(), run_config={})
 
     def train_on(partition_id: int) -> list[np.ndarray]:
