@@ -469,11 +469,7 @@ class DPFedAvg(RoundLoop, Strategy):
             plain = self.inner.aggregate_layers(layers, num_examples) if valid else global_layers
             new_layers = dp_math.add_gaussian_noise(plain, std=noise_std, rng=self._noise_rng)
         else:
-            deltas = [
-                [np.asarray(a, np.float64) - g for a, g in zip(client, global_layers, strict=True)]
-                for client in layers
-            ]
-            clipped, unclipped = self._clip(deltas, valid)
+            clipped, unclipped = self._clip(layers, global_layers, valid)
             noise_std = self._noise_std(len(valid))
             update = self._estimate(clipped, num_examples, global_layers)
             noisy = dp_math.add_gaussian_noise(update, std=noise_std, rng=self._noise_rng)
@@ -505,10 +501,18 @@ class DPFedAvg(RoundLoop, Strategy):
             self.inner.stats[server_round].dp_sgd_epsilon = max_client_epsilon(valid)
         return from_layers(names, new_layers), metrics
 
-    def _clip(self, deltas: list[list[np.ndarray]], valid: list[Message]) -> tuple[list, list[int]]:
+    def _clip(
+        self, layers: list[list[np.ndarray]], global_layers: list[np.ndarray], valid: list[Message]
+    ) -> tuple[list, list[int]]:
+        """Each client's clipped update ``clip(local - global)`` and its unclipped bit.
+
+        One client's float64 update exists at a time (keeping all K of them held 2 models
+        per client); what is kept is the clipped update in the model's dtype.
+        """
         clipped, bits = [], []
-        for delta, msg in zip(deltas, valid, strict=True):
-            layers, unclipped = dp_math.clip_update(delta, clip_norm=self.clip_norm)
+        for client, msg in zip(layers, valid, strict=True):
+            delta = [np.asarray(a, np.float64) - g for a, g in zip(client, global_layers, strict=True)]
+            update, unclipped = dp_math.clip_update(delta, clip_norm=self.clip_norm)
             if self.clipping == "client":
                 # Clipping again is a no-op for an honest client (up to float32 rounding)
                 # and bounds a buggy or malicious one; its own bit is what it reported.
@@ -529,8 +533,9 @@ class DPFedAvg(RoundLoop, Strategy):
                         "node %d sent an update above dp-clip-norm; clipped on the server",
                         msg.metadata.src_node_id,
                     )
-            clipped.append(layers)
+            clipped.append(update)
             bits.append(int(unclipped))
+            del delta
         return clipped, bits
 
     def _noise_std(self, num_aggregated: int) -> float:

@@ -150,11 +150,18 @@ def _check_weights(weights: Sequence[float] | np.ndarray, num_clients: int) -> n
 
 
 def _weighted_sum(updates: Sequence[Layers], coefficients: np.ndarray) -> Layers:
-    """Return ``sum_k coefficients[k] * updates[k]`` layer by layer, cast to a float dtype."""
+    """Return ``sum_k coefficients[k] * updates[k]`` layer by layer, cast to a float dtype.
+
+    Accumulated in float64 one client at a time: the extra memory is two float64 copies of
+    a layer, whatever the number of clients (stacking them first needed K of them).
+    """
     result = []
     for i in range(len(updates[0])):
-        stacked = np.stack([np.asarray(layers[i], dtype=np.float64) for layers in updates])
-        total = np.tensordot(coefficients, stacked, axes=1)
+        total = np.zeros(np.shape(updates[0][i]), dtype=np.float64)
+        term = np.empty_like(total)
+        for coefficient, layers in zip(coefficients, updates, strict=True):
+            np.multiply(np.asarray(layers[i], dtype=np.float64), float(coefficient), out=term)
+            total += term
         result.append(total.astype(_float_dtype(np.asarray(updates[0][i]).dtype)))
     return result
 
