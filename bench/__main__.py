@@ -2,7 +2,8 @@
 
 Writes ``results.json`` (every figure, with the machine it was measured on) and
 ``BENCHMARKS.md`` into ``--out``; the full mode also copies ``BENCHMARKS.md`` to the
-repository root. ``--quick`` runs a tiny configuration of every section (CI checks that
+repository root. ``--only SECTION --update`` re-measures one section and replaces just it
+in the published results. ``--quick`` runs a tiny configuration of every section (CI checks that
 it runs and writes sane results; its figures mean little).
 """
 
@@ -44,6 +45,21 @@ def merge_optional(results: dict[str, Any], out: Path) -> None:
             results[name] = json.loads(path.read_text())
 
 
+def updated(published: dict[str, Any], fresh: dict[str, Any], sections: list[str]) -> dict[str, Any]:
+    """``published`` with ``sections`` replaced by those of ``fresh``, each stamped with its own run.
+
+    A section's figures are ratios taken within that section's run, so a section can be
+    re-measured alone; the stamp (when, which CPU) is printed above it in BENCHMARKS.md.
+    """
+    if "overhead" in sections and "scale" not in sections:
+        sections = [*sections, "scale"]  # scale is computed from the overhead runs
+    stamp = {"started": fresh["started"], "cpu": fresh["machine"]["cpu"], "cores": fresh["machine"]["cores"]}
+    for name in sections:
+        if name in fresh:
+            published[name] = {**fresh[name], "measured_separately": stamp}
+    return published
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny configs: checks that everything runs")
@@ -57,12 +73,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--report-only", action="store_true", help="re-render BENCHMARKS.md from --out/results.json"
     )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="with --only: replace just these sections in --out/results.json (keeping the rest), re-render",
+    )
     args = parser.parse_args(argv)
+    if args.update and (args.only is None or args.quick or args.report_only):
+        parser.error("--update needs --only SECTION ... and a full run (no --quick, no --report-only)")
+    if args.update and not (args.out / "results.json").exists():
+        parser.error(f"--update: {args.out / 'results.json'} does not exist; run `python -m bench` first")
     if args.report_only:
         results = json.loads((args.out / "results.json").read_text())
         merge_optional(results, args.out)
         if "scale" in results:
-            results["scale"] = scale.summarize(results["overhead"])
+            results["scale"] = {
+                **scale.summarize(results["overhead"]),
+                **{k: v for k, v in results["overhead"].items() if k == "measured_separately"},
+            }
         (args.out / "BENCHMARKS.md").write_text(report.render(results))
         if results["mode"] == "full":
             shutil.copyfile(args.out / "BENCHMARKS.md", REPO / "BENCHMARKS.md")
@@ -106,10 +134,12 @@ def main(argv: list[str] | None = None) -> int:
                     stop_process_tree(started_flower.pid)
     merge_optional(results, out)
     results["total_seconds"] = time.monotonic() - started
+    if args.update:
+        results = updated(json.loads((out / "results.json").read_text()), results, sections)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     markdown = report.render(results)
     (out / "BENCHMARKS.md").write_text(markdown)
-    if not args.quick and args.only is None:
+    if not args.quick and (args.only is None or args.update):
         shutil.copyfile(out / "BENCHMARKS.md", REPO / "BENCHMARKS.md")
     print(
         f"bench: wrote {out / 'results.json'} and {out / 'BENCHMARKS.md'} in {results['total_seconds']:.0f} s"

@@ -333,13 +333,18 @@ def render(results: dict[str, Any]) -> str:
         machine(results),
     ]
     if "overhead" in results:
-        parts += ["", "## Simulation overhead", "", overhead(results)]
+        parts += ["", "## Simulation overhead", "", stamp(results["overhead"]) + overhead(results)]
     if "aggregation" in results:
-        parts += ["", "## Aggregation", "", aggregation(results)]
+        parts += ["", "## Aggregation", "", stamp(results["aggregation"]) + aggregation(results)]
     if "scale" in results:
-        parts += ["", "## Scale", "", scale(results)]
+        parts += ["", "## Scale", "", stamp(results["scale"]) + scale(results)]
     if "efficiency" in results:
-        parts += ["", "## Efficiency: rounds and time to a target accuracy", "", efficiency(results)]
+        parts += [
+            "",
+            "## Efficiency: rounds and time to a target accuracy",
+            "",
+            stamp(results["efficiency"]) + efficiency(results),
+        ]
     if "async_vs_sync" in results:
         parts += [
             "",
@@ -351,6 +356,17 @@ def render(results: dict[str, Any]) -> str:
         parts += ["", "## Update compression: bytes and accuracy", "", compression(results["compression"])]
     parts += ["", "## Profile and optimizations", "", PROFILE_NOTES]
     return "\n".join(parts) + "\n"
+
+
+def stamp(section: Any) -> str:
+    """For a section re-measured alone (``--only ... --update``): when, and on which CPU."""
+    if not isinstance(section, dict) or "measured_separately" not in section:
+        return ""
+    s = section["measured_separately"]
+    return (
+        f"*Re-measured separately (`python -m bench --only ... --update`), started {s['started']} on "
+        f"{s['cpu']}, {s['cores']} cores; its ratios are taken within that run.*\n\n"
+    )
 
 
 def async_vs_sync(result: dict[str, Any]) -> str:

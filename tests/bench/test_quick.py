@@ -167,3 +167,40 @@ def test_report_only_renders_separately_run_benchmarks(quick: tuple[dict, Path],
     assert text.index("## Aggregation") < text.index("## Asynchronous FedBuff")
     # A quick run's report never replaces the published BENCHMARKS.md.
     assert results["mode"] == "quick" and (REPO / "BENCHMARKS.md").read_text() == published
+
+
+def test_update_replaces_only_the_rerun_sections_and_stamps_them(quick: tuple[dict, Path]) -> None:
+    # Arrange: the quick run stands for the published results; a fresh aggregation run
+    from bench.__main__ import updated
+    from bench.report import render
+
+    published, _ = quick
+    published = json.loads(json.dumps(published))
+    overhead_before = json.dumps(published["overhead"])
+    fresh = {
+        "started": "2026-11-23 12:00:00 UTC",
+        "machine": {**published["machine"], "cpu": "Fresh CPU"},
+        "aggregation": {**published["aggregation"], "copy_bandwidth_gib_s": 123.0},
+    }
+
+    # Execute
+    merged = updated(published, fresh, ["aggregation"])
+    text = render(merged)
+
+    # Assert: aggregation replaced and stamped, the rest untouched
+    assert merged["aggregation"]["copy_bandwidth_gib_s"] == 123.0
+    assert merged["aggregation"]["measured_separately"]["cpu"] == "Fresh CPU"
+    assert json.dumps(merged["overhead"]) == overhead_before
+    aggregation = text[text.index("## Aggregation") : text.index("## Scale")]
+    assert "Re-measured separately" in aggregation and "Fresh CPU" in aggregation
+    assert "123.0 GiB/s" in aggregation
+    assert "Re-measured separately" not in text[: text.index("## Aggregation")]
+
+
+def test_update_without_only_is_refused_with_the_fix() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--update"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+    assert proc.returncode == 2
+    assert "--update needs --only SECTION" in proc.stderr
