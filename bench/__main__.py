@@ -45,6 +45,20 @@ def merge_optional(results: dict[str, Any], out: Path) -> None:
             results[name] = json.loads(path.read_text())
 
 
+def complete(results: dict[str, Any], out: Path) -> None:
+    """What the report needs beyond the measured sections, derived again at every render.
+
+    The separately run benchmarks' JSON from ``out`` (:data:`OPTIONAL`), and the scale
+    summary from the overhead runs (with the overhead's stamp when re-measured alone).
+    """
+    merge_optional(results, out)
+    if "overhead" in results and "scale" in results:
+        results["scale"] = {
+            **scale.summarize(results["overhead"]),
+            **{k: v for k, v in results["overhead"].items() if k == "measured_separately"},
+        }
+
+
 def updated(published: dict[str, Any], fresh: dict[str, Any], sections: list[str]) -> dict[str, Any]:
     """``published`` with ``sections`` replaced by those of ``fresh``, each stamped with its own run.
 
@@ -85,12 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--update: {args.out / 'results.json'} does not exist; run `python -m bench` first")
     if args.report_only:
         results = json.loads((args.out / "results.json").read_text())
-        merge_optional(results, args.out)
-        if "scale" in results:
-            results["scale"] = {
-                **scale.summarize(results["overhead"]),
-                **{k: v for k, v in results["overhead"].items() if k == "measured_separately"},
-            }
+        complete(results, args.out)
         (args.out / "BENCHMARKS.md").write_text(report.render(results))
         if results["mode"] == "full":
             shutil.copyfile(args.out / "BENCHMARKS.md", REPO / "BENCHMARKS.md")
@@ -132,18 +141,17 @@ def main(argv: list[str] | None = None) -> int:
             for started_flower in (flower, compare_flower):
                 if started_flower is not None:
                     stop_process_tree(started_flower.pid)
-    merge_optional(results, out)
-    results["total_seconds"] = time.monotonic() - started
+    elapsed = time.monotonic() - started
+    results["total_seconds"] = elapsed
     if args.update:
         results = updated(json.loads((out / "results.json").read_text()), results, sections)
+    complete(results, out)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     markdown = report.render(results)
     (out / "BENCHMARKS.md").write_text(markdown)
     if not args.quick and (args.only is None or args.update):
         shutil.copyfile(out / "BENCHMARKS.md", REPO / "BENCHMARKS.md")
-    print(
-        f"bench: wrote {out / 'results.json'} and {out / 'BENCHMARKS.md'} in {results['total_seconds']:.0f} s"
-    )
+    print(f"bench: wrote {out / 'results.json'} and {out / 'BENCHMARKS.md'} in {elapsed:.0f} s")
     return 0
 
 
