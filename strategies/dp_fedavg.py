@@ -411,7 +411,6 @@ class DPFedAvg(RoundLoop, Strategy):
         if self.clipping == "client":
             train_config[CLIP_NORM_KEY] = self.clip_norm
         # The inner's reply validation reads what was sent and the model's spec.
-        inner._sent[server_round] = list(node_ids)
         inner._spec[server_round] = spec_of_record(arrays)
         self._global = {server_round: [np.array(a) for a in to_layers(arrays)]}
         log(
@@ -421,7 +420,8 @@ class DPFedAvg(RoundLoop, Strategy):
             len(connected),
             self.sampling,
         )
-        return inner._messages(node_ids, arrays, train_config, MessageType.TRAIN)
+        messages = inner._messages(node_ids, arrays, train_config, MessageType.TRAIN)
+        return inner.track_sent(server_round, MessageType.TRAIN, messages)
 
     def _sample(self, connected: list[int], server_round: int) -> list[int]:
         """Poisson (each node with probability q) or exactly round(q N) nodes.

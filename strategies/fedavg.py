@@ -38,6 +38,7 @@ from strategies.records import (
     from_layers,
 )
 from strategies.reply_checks import ArraySpec, Rejection
+from strategies.reply_identity import ReplyHeader, Sent, match_replies
 from strategies.sampling import (
     EVALUATE,
     STRAGGLERS,
@@ -146,7 +147,8 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         self.stats: dict[int, RoundStats] = {}
         self.nodes: dict[int, NodeReport] = {}
         self._stragglers: dict[int, dict[int, int]] = {}
-        self._sent: dict[int, list[int]] = {}
+        # (round, message type) → the messages sent: replies are matched against them.
+        self._sent: dict[tuple[int, str], list[Message]] = {}
 
     # ------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
@@ -226,7 +228,6 @@ class FedAvg(RoundLoop, FlowerFedAvg):
             per_node = {}
         else:
             per_node = {n: {"local-epochs": e} for n, e in stragglers.items()}
-        self._sent[server_round] = list(node_ids)
         self._spec[server_round] = spec_of_record(arrays)
         log(
             INFO,
@@ -235,18 +236,61 @@ class FedAvg(RoundLoop, FlowerFedAvg):
             len(stragglers),
             "aggregated" if self.aggregates_stragglers else "dropped",
         )
-        return self._messages(node_ids, arrays, config, MessageType.TRAIN, per_node)
+        messages = self._messages(node_ids, arrays, config, MessageType.TRAIN, per_node)
+        return self.track_sent(server_round, MessageType.TRAIN, messages)
 
-    def _split_replies(self, server_round: int, replies: Iterable[Message], stage: str) -> list[Message]:
-        """Replies without errors; errors are logged with the node id."""
+    def track_sent(self, server_round: int, message_type: str, messages: list[Message]) -> list[Message]:
+        """Remember the round's messages of one stage, so replies can be matched to them.
+
+        Return ``messages`` unchanged (the Grid sets their ids when it pushes them). A
+        strategy or wrapper that builds its own messages passes them through here.
+        """
+        self._sent[(server_round, message_type)] = messages
+        return messages
+
+    def _split_replies(
+        self, server_round: int, replies: Iterable[Message], stage: str
+    ) -> tuple[list[Message], list[int] | None]:
+        """Replies that belong to the round and carry no error, and the nodes that failed.
+
+        Each reply is matched to the message it answers (``strategies.reply_identity``):
+        duplicates, replies from nodes not sampled, replies of another stage and replies
+        to unknown messages are dropped and counted in ``rejected``. Errors are logged
+        with the node the message went to (an error the SuperLink writes for a lost node
+        carries the SuperLink's id as its source). The failed nodes are those sent work
+        that returned no good reply, or ``None`` when nothing was tracked as sent (a
+        strategy driven without ``configure_*``, in unit use).
+        """
+        replies = list(replies)
+        stats = self.stats.setdefault(server_round, RoundStats())
+        sent = self._sent.get((server_round, stage))
+        if sent is None:  # aggregate without configure (unit use): no identity to check
+            for msg in replies:
+                if msg.has_error():
+                    node = msg.metadata.src_node_id
+                    log(WARNING, "%s: node %d failed: %s", stage, node, msg.error.reason)
+            return [m for m in replies if not m.has_error()], None
+        matches = match_replies(
+            [Sent(m.metadata.message_id, m.metadata.dst_node_id) for m in sent],
+            [_header(m) for m in replies],
+            message_type=stage,
+        )
         good: list[Message] = []
-        for msg in replies:
-            if msg.has_error():
-                node = msg.metadata.src_node_id
-                log(WARNING, "%s: node %d failed: %s", stage, node, msg.error.reason)
+        ok_nodes: set[int] = set()
+        for msg, match in zip(replies, matches, strict=True):
+            if match.rejection is not None:
+                self._reject(stats, msg.metadata.src_node_id, stage, match.rejection)
+            elif msg.has_error():
+                log(WARNING, "%s: node %d failed: %s", stage, match.node, msg.error.reason)
             else:
                 good.append(msg)
-        return good
+                ok_nodes.add(int(msg.metadata.src_node_id))
+        answered = {m.node for m in matches if m.rejection is None}
+        sent_nodes = [m.metadata.dst_node_id for m in sent]
+        silent = [n for n in sent_nodes if n not in answered]
+        if silent:
+            log(WARNING, "%s: no reply from node(s) %s (timeout or node lost)", stage, silent)
+        return good, [n for n in sent_nodes if n not in ok_nodes]
 
     def _reject(self, stats: RoundStats, node: int, stage: str, rejection: Rejection) -> None:
         log(WARNING, "%s: dropped reply from node %d: %s", stage, node, rejection)
@@ -262,21 +306,12 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         node id and reason.
         """
         replies = list(replies)
-        good = self._split_replies(server_round, replies, "train")
+        good, failed_nodes = self._split_replies(server_round, replies, MessageType.TRAIN)
         stats = self.stats.setdefault(server_round, RoundStats())
         # A node failed if it was sent work and returned no good reply: errors, timeouts,
-        # and errors the SuperLink writes on a dead node's behalf (their src_node_id is
-        # not the node's), each counted once.
-        ok_nodes = {m.metadata.src_node_id for m in good}
-        sent = self._sent.get(server_round)
-        if sent is None:  # aggregate without configure (unit use): count error replies
+        # and errors the SuperLink writes on a dead node's behalf, each counted once.
+        if failed_nodes is None:  # aggregate without configure (unit use): count error replies
             failed_nodes = [m.metadata.src_node_id for m in replies if m.has_error()]
-        else:
-            failed_nodes = [n for n in sent if n not in ok_nodes]
-            answered = {m.metadata.src_node_id for m in replies}
-            silent = [n for n in failed_nodes if n not in answered]
-            if silent:
-                log(WARNING, "train: no reply from node(s) %s (timeout or node lost)", silent)
         stats.failed = len(failed_nodes)
         stats.failed_nodes = failed_nodes
         spec = self._spec.get(server_round)
@@ -354,12 +389,13 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         node_ids = self._sample(grid, self.fraction_evaluate, self.min_evaluate_nodes, server_round, EVALUATE)
         self.stats.setdefault(server_round, RoundStats()).eval_sampled = len(node_ids)
         config["server-round"] = server_round
-        return self._messages(node_ids, arrays, config, MessageType.EVALUATE)
+        messages = self._messages(node_ids, arrays, config, MessageType.EVALUATE)
+        return self.track_sent(server_round, MessageType.EVALUATE, messages)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         stats = self.stats.setdefault(server_round, RoundStats())
         good = []
-        for msg in self._split_replies(server_round, replies, "evaluate"):
+        for msg in self._split_replies(server_round, replies, MessageType.EVALUATE)[0]:
             rejection = validate_evaluate_reply(msg.content, max_num_examples=self.max_num_examples)
             if rejection is None:
                 good.append(msg)
@@ -374,15 +410,27 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         return metrics
 
 
-def reply_digest(msg: Message, layers: list[np.ndarray]) -> tuple[float, bytes]:
-    """A key that orders replies by content: (num-examples, hash of the smallest array).
+def _header(msg: Message) -> ReplyHeader:
+    meta = msg.metadata
+    return ReplyHeader(meta.reply_to_message_id, meta.src_node_id, meta.message_type, msg.has_error())
 
-    The smallest array (typically a bias) is hashed, not the whole model: cheap, and two
-    clients with equal bytes there almost surely sent the same update.
+
+def reply_digest(msg: Message, layers: list[np.ndarray]) -> tuple[float, bytes]:
+    """A key that orders replies by their content: (num-examples, digest of every array).
+
+    The digest covers every array (bytes, dtype and shape, in the model's order), so two
+    replies tie only when their models are identical, and then their order cannot change
+    a sum. (Hashing only the smallest array was cheaper, but for BatchNorm models that is
+    a 0-d counter most clients share, which left float sums to arrival order.) Metrics
+    stay out: ``train-seconds`` differs between runs and would make the order, and so a
+    resumed run, depend on timing. BLAKE2b reads about 1 GB/s: a few ms per reply for a
+    model of a few MB.
     """
-    smallest = min(layers, key=lambda a: a.nbytes) if layers else np.empty(0)
-    digest = hashlib.blake2b(np.ascontiguousarray(smallest).tobytes(), digest_size=16).digest()
-    return float(msg.content[METRICS_KEY][NUM_EXAMPLES]), digest
+    digest = hashlib.blake2b(digest_size=16)
+    for layer in layers:
+        digest.update(f"{layer.dtype.str}{layer.shape}".encode())
+        digest.update(np.ascontiguousarray(layer).reshape(-1).view(np.uint8))
+    return float(msg.content[METRICS_KEY][NUM_EXAMPLES]), digest.digest()
 
 
 def max_client_epsilon(replies: list[Message]) -> float | None:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +36,15 @@ def make_reply(
     error: str | None = None,
     message_type: str = "train",
     extra: dict[str, object] | None = None,
+    reply_to: str = "q",
 ) -> Message:
-    """A reply as a strategy receives it from node ``src_node_id``."""
+    """A reply as a strategy receives it from node ``src_node_id``, answering message ``reply_to``."""
     metadata = Metadata(
         run_id=1,
         message_id=f"m{src_node_id}",
         src_node_id=src_node_id,
         dst_node_id=0,
-        reply_to_message_id="q",
+        reply_to_message_id=reply_to,
         group_id="1",
         created_at=time.time(),
         ttl=3600.0,
@@ -58,6 +60,13 @@ def make_reply(
     for key, value in (extra or {}).items():
         content[key] = value  # type: ignore[assignment]
     return Message(metadata=metadata, content=content)  # type: ignore[call-arg]
+
+
+def push(messages: list[Message]) -> list[Message]:
+    """Give ``messages`` ids as a Grid does when it pushes them (Flower's InMemoryGrid: a uuid)."""
+    for msg in messages:
+        msg.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+    return messages
 
 
 def _array(value: np.ndarray):  # noqa: ANN202
@@ -104,7 +113,7 @@ class AppGrid:
         from client_app.app import app as client_app
 
         replies = []
-        for msg in messages:
+        for msg in push(list(messages)):
             if self.before_send is not None:
                 self.before_send(msg)
             self.sent.append(msg)
