@@ -24,7 +24,7 @@ from flwr.clientapp import ClientApp
 from client_app.attack import attack_info, is_attacker, poison_data, poison_update
 from client_app.client import TorchClient
 from client_app.compression import reply_arrays
-from client_app.dp import CLIP_NORM_KEY, UNCLIPPED_KEY, clip_own_update, make_client
+from client_app.dp import CLIP_NORM_KEY, UNCLIPPED_KEY, clip_own_update, fit_client, make_client
 from client_app.slowdown import slow_down
 from strategies.records import (
     ARRAYS_KEY,
@@ -114,7 +114,10 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content[CONFIG_KEY]
     cached = _client(context, config)
     params = to_layers(msg.content[ARRAYS_KEY], cached.names)
-    new_params, num_examples, metrics = cached.client.fit(params, dict(config))
+    # A DP-SGD node's privacy history lives in context.state, not in this process's cache.
+    new_params, num_examples, metrics = fit_client(
+        _config(context), cached.client, params, dict(config), context.state
+    )
     metrics.update(slow_down(config, context.node_config, float(metrics["train-seconds"])))
     if CLIP_NORM_KEY in config:  # client-side DP clipping: the server never sees the raw update
         new_params, unclipped = clip_own_update(params, new_params, float(config[CLIP_NORM_KEY]))

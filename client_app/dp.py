@@ -7,13 +7,17 @@
   then only adds noise, so it never needs to see an unclipped update.
 - Sample-level DP-SGD (Abadi et al. 2016) with Opacus: :func:`make_client` returns a
   :class:`client_app.dpsgd.DPSGDClient` when ``dp-sgd-noise-multiplier`` > 0, else the
-  plain ``TorchClient`` (the non-DP path is unchanged).
+  plain ``TorchClient`` (the non-DP path is unchanged); :func:`fit_client` trains it
+  with the node's privacy history kept in ``context.state``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+from flwr.app import RecordDict
 from torch import nn
 
 from client_app.client import TorchClient
@@ -21,7 +25,7 @@ from strategies.dp_math import CLIP_NORM_KEY, UNCLIPPED_KEY, clip_update
 from tasks.config import AppConfig
 from tasks.loading import ClientData
 
-__all__ = ["CLIP_NORM_KEY", "UNCLIPPED_KEY", "clip_own_update", "make_client"]
+__all__ = ["CLIP_NORM_KEY", "UNCLIPPED_KEY", "clip_own_update", "fit_client", "make_client"]
 
 
 def clip_own_update(
@@ -55,5 +59,39 @@ def make_client(
             noise_multiplier=cfg.dp_sgd_noise_multiplier,
             max_grad_norm=cfg.dp_sgd_max_grad_norm,
             delta=cfg.dp_sgd_delta,
+            secure_mode=cfg.dp_secure_noise,
         )
     return TorchClient(model, data, device, seed=seed)
+
+
+def fit_client(
+    cfg: AppConfig,
+    client: TorchClient,
+    parameters: list[np.ndarray],
+    config: dict[str, Any],
+    state: RecordDict,
+) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+    """``client.fit``; a DP-SGD client keeps its privacy history in the node's ``state``.
+
+    Parameters
+    ----------
+    cfg : AppConfig
+        The run config (``dp-sgd-noise-multiplier`` > 0 means ``client`` is a DP-SGD one).
+    client : TorchClient
+        The node's client, from :func:`make_client`.
+    parameters, config
+        As for ``NumPyClient.fit``.
+    state : RecordDict
+        The node's ``context.state``.
+
+    Returns
+    -------
+    tuple
+        ``fit``'s (parameters, num_examples, metrics).
+    """
+    if cfg.dp_sgd_noise_multiplier > 0:
+        from client_app.dpsgd import DPSGDClient  # Opacus is imported only when used
+
+        assert isinstance(client, DPSGDClient), type(client)
+        return client.fit_on_node(parameters, config, state)
+    return client.fit(parameters, config)

@@ -106,6 +106,10 @@ class RoundReporter:
             )
             if stats.dp_sgd_epsilon is not None:
                 row["dp_sgd_epsilon"] = stats.dp_sgd_epsilon
+            if stats.dp_sgd_epsilon_by_node:  # JSON keys are strings
+                row["dp_sgd_epsilon_by_node"] = {
+                    str(node): eps for node, eps in sorted(stats.dp_sgd_epsilon_by_node.items())
+                }
             if stats.attackers:
                 row["attackers"] = stats.attackers
         record = None

@@ -24,7 +24,10 @@ Sampling schemes (``sampling=``):
   0.6 analyses it only with RDP (Wang, Balle, Kasiviswanathan 2019,
   arXiv:1808.00087, Theorem 27) and only for *replace-one* neighbours, where the
   sensitivity of a clipped sum is 2S instead of S; hence z / 2. The PLD accountant
-  has no such analysis and rejects it.
+  has no such analysis and rejects it. A round may sample m of n != N clients
+  (fewer or more nodes connected than the population): ``step(...,
+  population_size=n)`` accounts it with its own rate m / n, which is all the
+  analysis depends on.
 - ``"none"``: no amplification by sampling; ``GaussianDpEvent(z)`` per round.
   Valid for any client selection (this is what Flower 1.41's accountant assumes).
 
@@ -42,6 +45,7 @@ from __future__ import annotations
 import abc
 import math
 import numbers
+from fractions import Fraction
 from typing import Any, ClassVar
 
 import dp_accounting
@@ -136,7 +140,14 @@ class Accountant(abc.ABC):
         """Total number of rounds accounted for."""
         return sum(steps for _, _, steps in self._history)
 
-    def step(self, *, noise_multiplier: float, sampling_rate: float, num_steps: int = 1) -> None:
+    def step(
+        self,
+        *,
+        noise_multiplier: float,
+        sampling_rate: float,
+        num_steps: int = 1,
+        population_size: int | None = None,
+    ) -> None:
         """Record ``num_steps`` rounds with noise multiplier z and sampling rate q.
 
         Parameters
@@ -147,8 +158,11 @@ class Accountant(abc.ABC):
             q in (0, 1]. Recorded but not used for ``sampling="none"``.
         num_steps : int, default 1
             Number of rounds, >= 1.
+        population_size : int, optional
+            Fixed-size sampling only: the n these rounds sampled ``q n`` clients from,
+            when it differs from the accountant's N (e.g. fewer nodes connected).
         """
-        self._history = self._extended(noise_multiplier, sampling_rate, num_steps)
+        self._history = self._extended(noise_multiplier, sampling_rate, num_steps, population_size)
 
     def get_epsilon(self, delta: float) -> float:
         """Return epsilon of all recorded rounds.
@@ -165,7 +179,14 @@ class Accountant(abc.ABC):
         """
         return self._epsilon(self._history, _check_delta(delta))
 
-    def epsilon_if_step(self, *, noise_multiplier: float, sampling_rate: float, delta: float) -> float:
+    def epsilon_if_step(
+        self,
+        *,
+        noise_multiplier: float,
+        sampling_rate: float,
+        delta: float,
+        population_size: int | None = None,
+    ) -> float:
         """Return epsilon after one more round, without recording it.
 
         Lets the server stop before a round would exceed its epsilon budget. The
@@ -180,6 +201,8 @@ class Accountant(abc.ABC):
             q in (0, 1] of the prospective round.
         delta : float
             Target delta in (0, 1).
+        population_size : int, optional
+            As for ``step``.
 
         Returns
         -------
@@ -187,7 +210,7 @@ class Accountant(abc.ABC):
             Epsilon of the recorded rounds plus this one.
         """
         delta = _check_delta(delta)
-        return self._epsilon(self._extended(noise_multiplier, sampling_rate, 1), delta)
+        return self._epsilon(self._extended(noise_multiplier, sampling_rate, 1, population_size), delta)
 
     def describe(self) -> str:
         """Return one line naming the analysis, sampling and neighbouring relation."""
@@ -226,17 +249,27 @@ class Accountant(abc.ABC):
         except KeyError as err:
             raise ValueError(f"state is missing key {err}; pass the output of Accountant.state()") from err
         for z, q, steps in history:
-            accountant.step(noise_multiplier=z, sampling_rate=q, num_steps=steps)
+            # Fixed-size rounds may have sampled from n != N clients: any exact ratio m/n is valid.
+            n = _ratio(q)[1] if accountant.sampling == "fixed-size" else None
+            accountant.step(noise_multiplier=z, sampling_rate=q, num_steps=steps, population_size=n)
         return accountant
 
     # -- internals -----------------------------------------------------------
 
-    def _extended(self, noise_multiplier: float, sampling_rate: float, num_steps: int) -> list[HistoryEntry]:
+    def _extended(
+        self,
+        noise_multiplier: float,
+        sampling_rate: float,
+        num_steps: int,
+        population_size: int | None = None,
+    ) -> list[HistoryEntry]:
         z = _check_noise_multiplier(noise_multiplier)
         q = _check_sampling_rate(sampling_rate)
         steps = _check_int("num_steps", num_steps, 1)
+        if population_size is not None:
+            population_size = _check_int("population_size", population_size, 1)
         if self.sampling == "fixed-size":
-            self._sample_size(q)
+            self._sample_size(q, population_size or self.population_size)
         history = list(self._history)
         if history and history[-1][:2] == (z, q):
             history[-1] = (z, q, history[-1][2] + steps)
@@ -244,14 +277,15 @@ class Accountant(abc.ABC):
             history.append((z, q, steps))
         return history
 
-    def _sample_size(self, q: float) -> int:
-        assert self.population_size is not None
-        exact = q * self.population_size
+    @staticmethod
+    def _sample_size(q: float, population_size: int | None) -> int:
+        assert population_size is not None
+        exact = q * population_size
         size = round(exact)
         if abs(exact - size) > _SAMPLE_SIZE_TOL or size < 1:
             raise ValueError(
                 f"sampling_rate * population_size must be an integer >= 1 for fixed-size sampling, "
-                f"got {q} * {self.population_size} = {exact}"
+                f"got {q} * {population_size} = {exact}"
             )
         return size
 
@@ -259,10 +293,12 @@ class Accountant(abc.ABC):
         if self.sampling == "poisson":
             return dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
         if self.sampling == "fixed-size":
-            assert self.population_size is not None
+            # dp-accounting's analysis (Wang et al. 2019) depends on m and n only through
+            # m / n, so the reduced fraction of q stands for whichever n the round used.
             # Replace-one doubles the sensitivity of the clipped sum, i.e. halves z.
+            sample_size, population_size = _ratio(q)
             return dp_accounting.SampledWithoutReplacementDpEvent(
-                self.population_size, self._sample_size(q), dp_accounting.GaussianDpEvent(z / 2)
+                population_size, sample_size, dp_accounting.GaussianDpEvent(z / 2)
             )
         return dp_accounting.GaussianDpEvent(z)
 
@@ -285,6 +321,12 @@ class Accountant(abc.ABC):
             self._cache = {k: v for k, v in self._cache.items() if k == current}
             self._cache[key] = accountant
         return float(self._cache[key].get_epsilon(delta))
+
+
+def _ratio(q: float) -> tuple[int, int]:
+    """``(m, n)`` with ``m / n == q`` for a rate that was ``m / n`` with n up to 10^6."""
+    fraction = Fraction(q).limit_denominator(10**6)
+    return fraction.numerator, fraction.denominator
 
 
 class RdpAccountant(Accountant):

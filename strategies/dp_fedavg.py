@@ -23,8 +23,9 @@ Guarantees, precisely (see README "Privacy" for the user-facing version):
   sent by clients (train loss, federated accuracy, num-examples) are not privatised.
 - estimator ``uniform``: ``sigma = z S / m`` with m the number of aggregated
   updates (Flower's built-in DP). The sensitivity ``S / m`` holds for a fixed m
-  (fixed-size sampling); under Poisson sampling m is random and the reported
-  epsilon is only approximate.
+  (fixed-size sampling, replace-one neighbours). Under Poisson sampling m is
+  random: removing one client moves the mean by up to ``2 S / (m + 1)``, not
+  ``S / m``, so no valid epsilon exists and the combination is refused.
 - estimator ``model-noise``: plain example-weighted FedAvg of the raw replies, then
   ``w + N(0, (z S / m)^2 I)``. No formal guarantee and no epsilon: without clipping
   an update's influence is unbounded; with client-side clipping (``dp-clipping =
@@ -40,7 +41,13 @@ sampled clients still changes by at most ``S / (q W)`` when one client is added 
 removed; the clipped-denominator bound ``2 S / (q W_min)`` likewise holds for any
 subset. For the same reason the wrapper always releases ``w + noise``, even with
 zero replies: keeping the old model when too few replies arrive (the inner's
-``min-valid-replies``) would reveal whether anyone was sampled.
+``min-valid-replies``) would reveal whether anyone was sampled; adaptive clipping
+likewise always releases its noisy count (a count of zero included).
+
+Fixed-size sampling draws exactly ``m = round(q N)`` of the nodes connected that
+round. When that is not N nodes the rate actually used is ``m / connected``, and
+that is the rate accounted for that round (``sampling_rate`` in metrics.json), so
+epsilon is never computed from a rate smaller than the one used.
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ from flwr.supercore import log
 from strategies import dp_math
 from strategies.accounting import Accountant, create_accountant
 from strategies.control import StopTraining
-from strategies.fedavg import FedAvg, NodeReport, RoundStats, max_client_epsilon
+from strategies.fedavg import FedAvg, NodeReport, RoundStats, client_epsilons, max_client_epsilon
 from strategies.loop import RoundLoop
 from strategies.records import METRICS_KEY, NUM_EXAMPLES, from_layers, to_layers
 from strategies.sampling import TRAIN, round_rng, sample_ids, wait_for_nodes
@@ -134,6 +141,10 @@ class DPFedAvg(RoundLoop, Strategy):
     noise_seed : int or None, default None
         Seed of the DP noise (``dp-noise-seed``); None = OS entropy. A known seed
         makes the noise predictable and voids the guarantee.
+    secure_noise : bool, default False
+        ``dp-secure-noise``: draw noise from a generator seeded from the OS CSPRNG with
+        Opacus's floating-point-attack mitigation (``dp_math.make_noise_rng``);
+        refuses a ``noise_seed``.
 
     Raises
     ------
@@ -161,6 +172,7 @@ class DPFedAvg(RoundLoop, Strategy):
         target_quantile: float = 0.5,
         count_noise_std: float = 0.0,
         noise_seed: int | None = None,
+        secure_noise: bool = False,
     ) -> None:
         super().__init__()
         self.inner = inner
@@ -180,12 +192,15 @@ class DPFedAvg(RoundLoop, Strategy):
         self.target_quantile = target_quantile
         self.count_noise_std = count_noise_std
         self.noise_seed = noise_seed
+        self.secure_noise = secure_noise
         self._validate()
         # Created once: every draw of the run continues the same stream.
-        self._noise_rng = dp_math.make_noise_rng(noise_seed)
+        self._noise_rng = dp_math.make_noise_rng(noise_seed, secure=secure_noise)
         self.accountant: Accountant | None = None
         self.sample_size: int | None = None  # round(q N), known once N is
         self._global: dict[int, list[np.ndarray]] = {}
+        # The sampling rate each round actually used (fixed-size: m / connected nodes).
+        self._round_rate: dict[int, float] = {}
         self._round_metrics: dict[int, dict[str, Any]] = {}
         if self.population is not None:
             self._resolve_population(self.population, "dp-population")
@@ -228,6 +243,23 @@ class DPFedAvg(RoundLoop, Strategy):
                 )
             if self.adaptive_clipping:
                 raise _bad("dp-adaptive-clipping", True, "needs dp-estimator fixed, clipped or uniform")
+        if self.estimator == "uniform" and self.sampling == "poisson":
+            raise _bad(
+                "dp-estimator",
+                self.estimator,
+                "'uniform' (sigma = z*S/m with the realised m) has no valid epsilon under "
+                "dp-sampling='poisson': m is random and removing one client moves the mean by up to "
+                "2S/(m+1), not S/m. Sound combinations: dp-estimator='uniform' with "
+                "dp-sampling='fixed-size' (replace-one neighbours), or dp-estimator='fixed' or "
+                "'clipped' with dp-sampling='poisson'",
+            )
+        if self.secure_noise and self.noise_seed is not None:
+            raise _bad(
+                "dp-noise-seed",
+                self.noise_seed,
+                "dp-secure-noise=true draws noise from OS entropy and cannot use a known seed; "
+                "set dp-noise-seed=-1 (or dp-secure-noise=false for a reproducible experiment)",
+            )
         try:  # unknown accountant names, and PLD with fixed-size sampling
             create_accountant(
                 self.accountant_name,
@@ -310,14 +342,10 @@ class DPFedAvg(RoundLoop, Strategy):
         )
         if self.noise_seed is not None:
             log(WARNING, "DP noise seed is set: the noise is reproducible and the privacy guarantee is void")
+        if self.secure_noise:
+            log(INFO, "\t├──> DP noise: CSPRNG-seeded generator, floating-point mitigation (dp-secure-noise)")
         if self.estimator == "model-noise":
             log(WARNING, "dp-estimator='model-noise' has no formal DP guarantee; no epsilon is reported")
-        elif self.estimator == "uniform" and self.sampling == "poisson":
-            log(
-                WARNING,
-                "dp-estimator='uniform' with Poisson sampling: sensitivity S/m assumes a fixed m; "
-                "the reported epsilon is approximate (use 'fixed' or 'clipped')",
-            )
         self.inner.summary()
 
     # ------------------------------------------------------------- checkpoints
@@ -370,6 +398,7 @@ class DPFedAvg(RoundLoop, Strategy):
             "clip_norm": self.clip_norm,
             "noise_std": None,
             "sampled_clients": None,
+            "sampling_rate": None,
         }
 
     # ---------------------------------------------------------------- training
@@ -390,13 +419,7 @@ class DPFedAvg(RoundLoop, Strategy):
         )
         if self.population is None:
             self._resolve_population(len(connected), "nodes connected at round 1")
-        if self.sampling == "fixed-size" and len(connected) != self.population:
-            log(
-                WARNING,
-                "DP: %d nodes connected but the fixed-size accounting assumes N=%d",
-                len(connected),
-                self.population,
-            )
+        self._round_rate[server_round] = self._rate_used(len(connected))
         self._check_budget(server_round)
 
         node_ids = self._sample(connected, server_round)
@@ -436,11 +459,39 @@ class DPFedAvg(RoundLoop, Strategy):
             return [n for n, u in zip(connected, draws, strict=True) if u < self.sampling_rate]
         return sample_ids(connected, self.sample_size, rng)
 
+    def _rate_used(self, num_connected: int) -> float:
+        """The sampling rate this round really uses: q (Poisson), or m of the connected (fixed-size).
+
+        Fixed-size sampling draws ``m = round(q N)`` of the nodes connected now; with
+        fewer than N connected each one's chance is ``m / connected`` > ``m / N``, and
+        accounting ``m / N`` would under-report epsilon. The noise needs no change: the
+        estimators' sensitivity-to-noise ratio z does not depend on which q they divide by.
+        """
+        if self.sampling == "poisson":
+            return self.sampling_rate
+        assert self.sample_size is not None and self.population is not None
+        if num_connected != self.population:
+            log(
+                WARNING,
+                "DP: fixed-size sampling of %d from %d connected nodes, not N=dp-population=%d: "
+                "this round is accounted with the rate used, %d/%d",
+                self.sample_size,
+                num_connected,
+                self.population,
+                self.sample_size,
+                num_connected,
+            )
+        return self.sample_size / num_connected
+
     def _check_budget(self, server_round: int) -> None:
         if self.max_epsilon <= 0 or self.accountant is None:
             return
+        rate = self._round_rate[server_round]
         next_epsilon = self.accountant.epsilon_if_step(
-            noise_multiplier=self.noise_multiplier, sampling_rate=self.accounted_rate, delta=self.delta
+            noise_multiplier=self.noise_multiplier,
+            sampling_rate=rate,
+            delta=self.delta,
+            population_size=self._rate_population(rate),
         )
         if next_epsilon > self.max_epsilon:
             spent = self.accountant.get_epsilon(self.delta)
@@ -474,7 +525,9 @@ class DPFedAvg(RoundLoop, Strategy):
             update = self._estimate(clipped, num_examples, global_layers)
             noisy = dp_math.add_gaussian_noise(update, std=noise_std, rng=self._noise_rng)
             new_layers = [g.astype(np.float64) + d for g, d in zip(global_layers, noisy, strict=True)]
-            if self.adaptive_clipping and unclipped:
+            # Always release the noisy count, even of zero replies: skipping it would
+            # reveal that nobody replied, and the accountant counts it every round.
+            if self.adaptive_clipping:
                 self.clip_norm = dp_math.adaptive_clip_update(
                     clip_norm=self.clip_norm,
                     unclipped_count=sum(unclipped),
@@ -499,6 +552,7 @@ class DPFedAvg(RoundLoop, Strategy):
             loss = metrics.get("train-loss")
             self.inner.stats[server_round].train_loss = float(loss) if isinstance(loss, int | float) else None
             self.inner.stats[server_round].dp_sgd_epsilon = max_client_epsilon(valid)
+            self.inner.stats[server_round].dp_sgd_epsilon_by_node = client_epsilons(valid)
         return from_layers(names, new_layers), metrics
 
     def _clip(
@@ -572,11 +626,22 @@ class DPFedAvg(RoundLoop, Strategy):
             clipped, weights, sampling_rate=self.accounted_rate, min_total_weight=self.min_weight
         )
 
+    def _rate_population(self, rate: float) -> int | None:
+        """The n a fixed-size round sampled ``round(q N)`` of, for the accountant; else None."""
+        if self.sampling != "fixed-size" or self.sample_size is None:
+            return None
+        return round(self.sample_size / rate)
+
     def _account(self, server_round: int, noise_std: float, clip_norm: float, sampled: int) -> None:
         epsilon = None
+        rate = self._round_rate.pop(server_round, self.accounted_rate)
         if self.estimator != "model-noise" and self.accountant is not None:
             # The accountant takes the total z (count + update noise), not z_Delta.
-            self.accountant.step(noise_multiplier=self.noise_multiplier, sampling_rate=self.accounted_rate)
+            self.accountant.step(
+                noise_multiplier=self.noise_multiplier,
+                sampling_rate=rate,
+                population_size=self._rate_population(rate),
+            )
             epsilon = self.accountant.get_epsilon(self.delta)
         self._round_metrics[server_round] = {
             "epsilon": epsilon,
@@ -584,6 +649,7 @@ class DPFedAvg(RoundLoop, Strategy):
             "clip_norm": clip_norm,
             "noise_std": noise_std,
             "sampled_clients": sampled,
+            "sampling_rate": rate,
         }
         if epsilon is None:
             log(INFO, "privacy: round %d: no accounted ε (dp-estimator=model-noise)", server_round)
@@ -596,7 +662,7 @@ class DPFedAvg(RoundLoop, Strategy):
                 self.delta,
                 self.accountant_name,
                 self.sampling,
-                self.accounted_rate,
+                rate,
             )
 
     # -------------------------------------------------------------- evaluation
@@ -660,4 +726,5 @@ def build_dp_strategy(cfg: AppConfig, inner: FedAvg) -> Strategy:
         target_quantile=cfg.dp_target_quantile,
         count_noise_std=cfg.dp_count_noise_std,
         noise_seed=None if cfg.dp_noise_seed < 0 else cfg.dp_noise_seed,
+        secure_noise=cfg.dp_secure_noise,
     )

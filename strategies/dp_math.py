@@ -32,7 +32,9 @@ rounded to integers would be wrong).
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -544,7 +546,27 @@ def uniform_noise_std(*, noise_multiplier: float, clip_norm: float, num_sampled:
     return z * uniform_sensitivity(clip_norm=clip_norm, num_sampled=num_sampled)
 
 
-def make_noise_rng(seed: int | None) -> np.random.Generator:
+class SecureNoiseGenerator(np.random.Generator):
+    """A generator whose ``normal`` resists floating-point attacks on the Gaussian mechanism.
+
+    Mironov 2012 ("On Significance of the Least Significant Bits for Differential
+    Privacy", CCS) showed that floating-point samplers leave gaps that can reveal
+    the un-noised value; Holohan and Braghin 2021 (arXiv:2107.10138, section 5.1)
+    show that a sum of ``2n`` Gaussians scaled by ``1/sqrt(2n)`` (n = 2, as Opacus's
+    ``secure_mode``) makes such attacks impractical. The distribution is unchanged:
+    ``(X1 + X2 + X3 + X4) / 2 ~ N(loc, scale^2)``. It is a mitigation, not a proof:
+    the output is still a float64 (see README "Privacy").
+    """
+
+    def normal(self, loc: Any = 0.0, scale: Any = 1.0, size: Any = None) -> Any:
+        """Draw ``N(loc, scale^2)`` as the scaled sum of four Gaussian draws."""
+        total = super().normal(0.0, scale, size)
+        for _ in range(3):  # summed one at a time: two arrays in memory, not four
+            total = total + super().normal(0.0, scale, size)
+        return loc + total / 2
+
+
+def make_noise_rng(seed: int | None, *, secure: bool = False) -> np.random.Generator:
     """Return the generator for DP noise.
 
     Parameters
@@ -553,11 +575,23 @@ def make_noise_rng(seed: int | None) -> np.random.Generator:
         ``None`` (the default for real runs) seeds from OS entropy. A fixed seed
         makes the noise reproducible, and therefore predictable to anyone who knows
         it: use it for tests and debugging, never for a privacy claim.
+    secure : bool, default False
+        ``dp-secure-noise``: a :class:`SecureNoiseGenerator` seeded with 256 bits
+        from the OS CSPRNG (``secrets``); a ``seed`` is refused.
 
     Returns
     -------
     np.random.Generator
+
+    Raises
+    ------
+    ValueError
+        For a negative seed, or any seed with ``secure=True``.
     """
+    if secure:
+        if seed is not None:
+            raise ValueError("secure noise cannot use a known seed: pass seed=None")
+        return SecureNoiseGenerator(np.random.PCG64DXSM(secrets.randbits(256)))
     if seed is not None:
         seed = _check_count("seed", seed, 0)
     return np.random.default_rng(seed)
@@ -624,7 +658,8 @@ def adaptive_clip_update(
     unclipped_count : int
         ``sum_k b_k``, in [0, num_clients].
     num_clients : int
-        m >= 1, the number of clients that reported a bit.
+        m >= 0, the number of clients that reported a bit; 0 (nobody replied) needs
+        ``expected_num_clients``, and still releases a noisy count.
     target_quantile : float
         gamma in [0, 1], the target fraction of unclipped updates (paper: 0.5).
     learning_rate : float
@@ -647,7 +682,9 @@ def adaptive_clip_update(
         On an invalid parameter.
     """
     clip_norm = _check_positive("clip_norm", clip_norm)
-    num_clients = _check_count("num_clients", num_clients, 1)
+    num_clients = _check_count("num_clients", num_clients, 0)
+    if num_clients == 0 and expected_num_clients is None:
+        raise ValueError("num_clients=0 needs expected_num_clients (the public denominator), got None")
     unclipped_count = _check_count("unclipped_count", unclipped_count, 0)
     if unclipped_count > num_clients:
         raise ValueError(f"unclipped_count must be <= num_clients={num_clients}, got {unclipped_count}")

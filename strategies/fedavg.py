@@ -70,6 +70,8 @@ class RoundStats:
     federated_accuracy: float | None = None
     #: Largest ε reported by DP-SGD clients this round (sample-level DP), if any.
     dp_sgd_epsilon: float | None = None
+    #: Each DP-SGD node's own ε this round (node id → ε over all its rounds so far).
+    dp_sgd_epsilon_by_node: dict[int, float] = field(default_factory=dict)
     #: Accepted replies from simulated attackers (run config ``attack``), if any attacked.
     attackers: int = 0
 
@@ -354,6 +356,7 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         metrics = aggregate_metricrecords([m.content for m in valid], self.weighted_by_key)
         stats.train_loss = _as_float(metrics.get("train-loss"))
         stats.dp_sgd_epsilon = max_client_epsilon(valid)
+        stats.dp_sgd_epsilon_by_node = client_epsilons(valid)
         return arrays, metrics
 
     def too_few_replies(self, num_valid: int) -> str | None:
@@ -438,6 +441,16 @@ def max_client_epsilon(replies: list[Message]) -> float | None:
     values = [m.content[METRICS_KEY].get(DP_SGD_EPSILON_KEY) for m in replies]
     numbers = [float(v) for v in values if isinstance(v, int | float)]
     return max(numbers) if numbers else None
+
+
+def client_epsilons(replies: list[Message]) -> dict[int, float]:
+    """Node id → the ``dp-sgd-epsilon`` its valid train reply reported (DP-SGD nodes only)."""
+    out = {}
+    for m in replies:
+        value = m.content[METRICS_KEY].get(DP_SGD_EPSILON_KEY)
+        if isinstance(value, int | float):
+            out[m.metadata.src_node_id] = float(value)
+    return out
 
 
 def _as_float(value: object) -> float | None:

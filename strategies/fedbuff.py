@@ -76,7 +76,14 @@ from flwr.serverapp.strategy import Result
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords, log_strategy_start_info
 from flwr.supercore import log
 
-from strategies.fedavg import FedAvg, RoundStats, _as_float, max_client_epsilon, reply_digest
+from strategies.fedavg import (
+    FedAvg,
+    RoundStats,
+    _as_float,
+    client_epsilons,
+    max_client_epsilon,
+    reply_digest,
+)
 from strategies.fedbuff_math import apply_buffer, staleness_weight
 from strategies.loop import EvaluateFn
 from strategies.records import ARRAYS_KEY, CONFIG_KEY, from_layers, to_layers
@@ -231,6 +238,7 @@ class FedBuff(FedAvg):
         metrics = aggregate_metricrecords([m.content for m in messages], self.weighted_by_key)
         stats.train_loss = _as_float(metrics.get("train-loss"))
         stats.dp_sgd_epsilon = max_client_epsilon(messages)
+        stats.dp_sgd_epsilon_by_node = client_epsilons(messages)
         taus = [u.tau for u in ordered]
         self._staleness[server_round] = {
             "staleness_mean": float(np.mean(taus)),

@@ -71,6 +71,7 @@ DP_KEYS = (
     "dp-delta",
     "dp-max-epsilon",
     "dp-noise-seed",
+    "dp-secure-noise",
 )
 
 

@@ -321,6 +321,12 @@ KEYS: tuple[Key, ...] = (
         at_least(-1),
     ),
     Key(
+        "dp-secure-noise",
+        bool,
+        False,
+        "DP noise from a CSPRNG-seeded generator with floating-point mitigation (server and DP-SGD clients)",
+    ),
+    Key(
         "dp-sgd-noise-multiplier",
         float,
         0.0,
@@ -490,6 +496,7 @@ class AppConfig:
     dp_delta: float
     dp_max_epsilon: float
     dp_noise_seed: int
+    dp_secure_noise: bool
     dp_sgd_noise_multiplier: float
     dp_sgd_max_grad_norm: float
     dp_sgd_delta: float

@@ -6,9 +6,11 @@ gradient to L2 norm ``max_grad_norm``, sums, adds ``N(0, (z * max_grad_norm)^2 I
 and divides by the expected batch size. Opacus (Yousefpour et al. 2021,
 arXiv:2109.12298) does all of it; its RDP accountant composes the steps.
 
-One :class:`DPSGDTrainer` per client keeps one ``PrivacyEngine``, so epsilon is
-cumulative over every round the client trained (within one process; see
-``privacy_state`` to carry it across processes). Each round gets a fresh optimizer
+One :class:`DPSGDTrainer` per client keeps one ``PrivacyEngine``; its accountant's
+history is the client's privacy history only when it is restored before every
+round (``restore_privacy_state``) from wherever the node keeps it, because one
+process need not serve all of a node's rounds (the ClientApp keeps it in the
+node's ``context.state``). Each round gets a fresh optimizer
 and data loader, and Opacus's hooks are attached to the plain model without
 wrapping it (``wrap_model=False``), so the model's ``state_dict`` names never gain
 the ``_module.`` prefix of ``GradSampleModule``, and removed afterwards so rounds
@@ -20,6 +22,7 @@ sees the model updates it sends (the server included), for ``delta`` per example
 
 from __future__ import annotations
 
+import secrets
 import time
 import warnings
 
@@ -30,6 +33,44 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from tasks.train import TrainResult
+
+
+def check_delta(delta: float, num_examples: int) -> None:
+    """Refuse a DP-SGD delta of 1 / n or more: it would allow releasing one example outright.
+
+    Raises
+    ------
+    ValueError
+        Naming ``dp-sgd-delta``, this client's n and the fix.
+    """
+    if num_examples > 0 and not delta < 1 / num_examples:
+        raise ValueError(
+            f"dp-sgd-delta={delta:g} must be < 1/n = 1/{num_examples} (this client's training "
+            "examples): a delta that large allows leaking one example outright; lower dp-sgd-delta "
+            f"below {1 / num_examples:.3g}"
+        )
+
+
+def secure_engine() -> PrivacyEngine:
+    """A ``PrivacyEngine`` in Opacus's ``secure_mode``, with a CSPRNG-seeded generator if need be.
+
+    ``PrivacyEngine(secure_mode=True)`` imports ``torchcsprng`` (a generator reading
+    /dev/urandom), which is unmaintained and has no build for PyTorch 2. Without it the
+    engine gets every other part of ``secure_mode`` (the floating-point-safe noise sum,
+    one generator for noise and batch sampling) with a torch generator seeded from
+    ``secrets``: unpredictable to anyone without the seed, but not a CSPRNG stream.
+    """
+    try:
+        return PrivacyEngine(accountant="rdp", secure_mode=True)
+    except ImportError:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(accountant="rdp")
+        generator = torch.Generator()
+        generator.manual_seed(secrets.randbits(63))
+        engine.secure_mode = True
+        engine.secure_rng = generator
+        return engine
 
 
 class DPSGDTrainer:
@@ -43,6 +84,13 @@ class DPSGDTrainer:
         C > 0: per-example gradient clipping norm.
     delta : float
         delta in (0, 1) at which epsilon is reported (below 1 / training examples).
+    secure_mode : bool, default False
+        Opacus's ``secure_mode`` (``dp-secure-noise``): noise robust to floating-point
+        attacks (a sum of four Gaussians, Holohan and Braghin 2021) and a secure
+        generator for noise and Poisson batches. Opacus's own generator needs
+        ``torchcsprng``, which has no build for current PyTorch; without it the
+        generator is a torch one seeded with 64 bits from the OS CSPRNG (as the
+        server's noise), and the rest of ``secure_mode`` is the same.
 
     Raises
     ------
@@ -50,7 +98,9 @@ class DPSGDTrainer:
         On an invalid parameter.
     """
 
-    def __init__(self, *, noise_multiplier: float, max_grad_norm: float, delta: float) -> None:
+    def __init__(
+        self, *, noise_multiplier: float, max_grad_norm: float, delta: float, secure_mode: bool = False
+    ) -> None:
         if not noise_multiplier > 0:
             raise ValueError(f"dp-sgd-noise-multiplier must be > 0, got {noise_multiplier!r}")
         if not max_grad_norm > 0:
@@ -60,9 +110,9 @@ class DPSGDTrainer:
         self.noise_multiplier = noise_multiplier
         self.max_grad_norm = max_grad_norm
         self.delta = delta
-        # secure_mode=False: Opacus's CSPRNG needs torchcsprng; noise comes from a
-        # generator seeded from OS entropy instead (never from the run seed).
-        self.engine = PrivacyEngine(accountant="rdp")
+        # Without secure_mode noise comes from a generator seeded from OS entropy
+        # (never from the run seed); see secure_engine for secure_mode.
+        self.engine = secure_engine() if secure_mode else PrivacyEngine(accountant="rdp")
         self._dataset: TensorDataset | None = None
 
     def epsilon(self) -> float:
@@ -110,8 +160,11 @@ class DPSGDTrainer:
         optimizer = torch.optim.SGD(
             model.parameters(), lr=learning_rate, momentum=momentum, weight_decay=weight_decay
         )
-        noise = torch.Generator(device=x.device)
-        noise.seed()  # OS entropy
+        check_delta(self.delta, n)
+        noise: torch.Generator | None = None
+        if not self.engine.secure_mode:  # secure_mode brings its own generator and refuses one
+            noise = torch.Generator(device=x.device)
+            noise.seed()  # OS entropy
         hooks, dp_optimizer, dp_loader = self.engine.make_private(
             module=model,
             optimizer=optimizer,

@@ -8,7 +8,13 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from client_app.app import app
-from client_app.dpsgd import EPSILON_KEY, DPSGDClient
+from client_app.dpsgd import (
+    EPSILON_KEY,
+    HISTORY_KEY,
+    DPSGDClient,
+    load_privacy_history,
+    store_privacy_history,
+)
 from strategies.records import from_layers, to_layers
 from tasks.loading import ClientData
 from tasks.models import build_model
@@ -88,3 +94,113 @@ def test_invalid_dp_sgd_settings_name_the_key() -> None:
             max_grad_norm=1.0,
             delta=1e-5,
         )
+
+
+# ------------------------------------------- issue 12: the node's whole history, in context.state
+def _logreg_client(num_examples: int = 100, delta: float = 1e-5, **kwargs: object) -> DPSGDClient:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(num_examples, 4)).astype(np.float32)
+    y = rng.integers(0, 3, size=num_examples)
+    return DPSGDClient(
+        build_model("logreg", (4,), 3),
+        ClientData(x, y, x[:10], y[:10]),
+        torch.device("cpu"),
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        delta=delta,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_epsilon_covers_every_round_of_the_node_when_a_fresh_process_serves_it() -> None:
+    # Prepare: one node's context; between rounds the per-process caches are dropped, as when
+    # another simulation worker or a fresh ClientApp process serves the node's next message.
+    from opacus.accountants import RDPAccountant
+
+    import client_app.app as client_module
+
+    ctx = Context(
+        run_id=4343,
+        node_id=7,
+        node_config={"partition-id": 1, "num-partitions": 4},
+        state=RecordDict(),
+        run_config={"dp-sgd-noise-multiplier": 1.0},
+    )
+    replies = []
+
+    # Execute: three rounds, each in a "fresh process".
+    for server_round in (1, 2, 3):
+        client_module._CACHE.clear()
+        client_module._MODELS.clear()
+        message, _ = _train_message(server_round)
+        replies.append(app(message, ctx))
+
+    # Assert: each reply's epsilon is the accountant's over all of the node's rounds so far.
+    history = load_privacy_history(ctx.state)
+    (z, q, steps_per_round_x3) = history[0]
+    assert len(history) == 1 and z == 1.0 and steps_per_round_x3 % 3 == 0
+    for server_round, reply in enumerate(replies, start=1):
+        assert not reply.has_error(), reply.error
+        reference = RDPAccountant()
+        for _ in range(steps_per_round_x3 // 3 * server_round):
+            reference.step(noise_multiplier=z, sample_rate=q)
+        assert reply.content["metrics"][EPSILON_KEY] == pytest.approx(reference.get_epsilon(1e-5))
+
+
+def test_privacy_history_round_trips_through_the_state_and_a_broken_one_is_refused() -> None:
+    state = RecordDict()
+    assert load_privacy_history(state) == []
+    store_privacy_history(state, [(1.0, 0.1, 20), (0.8, 0.05, 40)])
+    assert load_privacy_history(state) == [(1.0, 0.1, 20), (0.8, 0.05, 40)]
+
+    state[HISTORY_KEY] = ConfigRecord({"noise-multiplier": [1.0], "sample-rate": [0.1, 0.2], "steps": [3]})
+    with pytest.raises(ValueError, match="history is lost"):
+        load_privacy_history(state)
+
+
+def test_fit_on_node_ignores_what_the_process_remembers_and_uses_the_state() -> None:
+    # Prepare: this process's trainer already holds 3 unrelated rounds; the node's state has one.
+    client = _logreg_client()
+    client.trainer.restore_privacy_state([(1.0, 0.1, 30)])
+    state = RecordDict()
+    store_privacy_history(state, [(1.0, 0.1, 10)])
+    config = {"local-epochs": 1, "batch-size": 10, "learning-rate": 0.1}
+
+    # Execute
+    _, _, metrics = client.fit_on_node(get_weights(client.model), config, state)
+
+    # Assert: 10 + 10 steps at q = 0.1, from the state, and stored back.
+    from opacus.accountants import RDPAccountant
+
+    reference = RDPAccountant()
+    reference.history = [(1.0, 0.1, 20)]
+    assert load_privacy_history(state) == [(1.0, 0.1, 20)]
+    assert metrics[EPSILON_KEY] == pytest.approx(reference.get_epsilon(1e-5))
+
+
+def test_dp_sgd_delta_must_be_below_one_over_the_clients_examples() -> None:
+    with pytest.raises(ValueError, match=r"dp-sgd-delta=0.02 must be < 1/n = 1/100"):
+        _logreg_client(num_examples=100, delta=0.02)
+    assert _logreg_client(num_examples=100, delta=0.009).trainer.delta == 0.009
+
+
+def test_secure_mode_trains_with_opacus_secure_noise() -> None:
+    client = _logreg_client(secure_mode=True)
+    config = {"local-epochs": 1, "batch-size": 10, "learning-rate": 0.1}
+
+    params, _, metrics = client.fit(get_weights(client.model), config)
+
+    assert client.trainer.engine.secure_mode and client.trainer.engine.secure_rng is not None
+    assert all(np.isfinite(p).all() for p in params) and metrics[EPSILON_KEY] > 0
+
+
+def test_dp_secure_noise_reaches_the_client() -> None:
+    from client_app.dp import make_client
+    from tasks.config import AppConfig
+
+    cfg = AppConfig.from_run_config({"dp-sgd-noise-multiplier": 1.0, "dp-secure-noise": True})
+    data = ClientData(*(np.zeros((20, 4), np.float32), np.zeros(20, np.int64)) * 2)
+
+    client = make_client(cfg, build_model("logreg", (4,), 3), data, torch.device("cpu"), 0)
+
+    assert isinstance(client, DPSGDClient) and client.trainer.engine.secure_mode

@@ -1,14 +1,18 @@
-"""DP-FedAvg end to end: 100 virtual clients, Poisson sampling, epsilon in metrics.json.
+"""DP end to end: epsilon in metrics.json, user-level (DP-FedAvg) and sample-level (DP-SGD).
 
-One SuperLink with 100 virtual SuperNodes serves both runs: a complete run whose
-epsilon is recorded and grows every round, and a run whose ``dp-max-epsilon`` stops
-it early with the reason in metrics.json and the last model saved.
+One SuperLink with 100 virtual SuperNodes serves both DP-FedAvg runs: a complete run
+whose epsilon is recorded and grows every round, and a run whose ``dp-max-epsilon``
+stops it early with the reason in metrics.json and the last model saved. The DP-SGD
+run uses the session's 10-node SuperLink (2 workers) and checks each node's epsilon.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import LocalFlower, start_local_flower, stop_process_tree
 
@@ -57,3 +61,48 @@ def test_dp_fedavg_records_growing_epsilon_and_max_epsilon_stops_early(tmp_path:
     assert any("dp-max-epsilon" in note and "stopped after round 1" in note for note in stopped["notes"])
     assert [r["round"] for r in stopped["rounds"]] == [0, 1]
     assert (stopped_dir / "model.safetensors").exists()
+
+
+def test_dp_sgd_epsilon_of_every_node_covers_all_its_rounds_across_workers(
+    local_flower: LocalFlower, tmp_path: Path
+) -> None:
+    """10 nodes on 2 simulation workers: each message goes to whichever worker is idle, so
+    a node's rounds are split across processes; each node's ε must still be its own 4 rounds'."""
+    from opacus.accountants import RDPAccountant
+
+    from tasks.config import AppConfig
+    from tasks.loading import client_data
+    from tests.e2e.test_simulation import finished_run
+
+    # Prepare: what each partition's DP-SGD does per round (Opacus: q = 1/batches, batches steps).
+    overrides = {
+        "num-server-rounds": 4,
+        "local-epochs": 1,
+        "batch-size": 10,
+        "fraction-train": 1.0,
+        "fraction-evaluate": 0.0,
+        "dp-sgd-noise-multiplier": 1.0,
+        "dp-sgd-delta": 1e-5,
+    }
+    cfg = AppConfig.from_run_config(overrides)
+    expected = []
+    for partition in range(10):
+        batches = math.ceil(len(client_data(cfg, partition, 10).x_train) / 10)
+        accountant = RDPAccountant()
+        for _ in range(4 * batches):
+            accountant.step(noise_multiplier=1.0, sample_rate=1 / batches)
+        expected.append(accountant.get_epsilon(1e-5))
+
+    # Execute
+    _, metrics = finished_run(local_flower, tmp_path, " ".join(f"{k}={v}" for k, v in overrides.items()))
+
+    # Assert: every node in every round; after round 4 each node's ε is its 4 rounds' ε.
+    rounds = {r["round"]: r for r in metrics["rounds"]}
+    for t in range(1, 5):
+        by_node = rounds[t]["dp_sgd_epsilon_by_node"]
+        assert len(by_node) == 10 and rounds[t]["dp_sgd_epsilon"] == max(by_node.values())
+    final = rounds[4]["dp_sgd_epsilon_by_node"]
+    assert sorted(final.values()) == pytest.approx(sorted(expected), rel=1e-9)
+    for node in final:  # and it grew every round for every node
+        per_round = [rounds[t]["dp_sgd_epsilon_by_node"][node] for t in range(1, 5)]
+        assert all(a < b for a, b in zip(per_round, per_round[1:], strict=False)), (node, per_round)

@@ -216,3 +216,19 @@ def test_failed_step_leaves_history_unchanged() -> None:
         accountant.step(noise_multiplier=-1.0, sampling_rate=0.1)
 
     assert accountant.history == [(1.0, 0.1, 3)]
+
+
+def test_fixed_size_round_from_a_different_population_is_accounted_with_its_own_rate() -> None:
+    # Prepare: m = 2 of n = 5 connected (q = 0.4), while the accountant's N is 10.
+    mixed = create_accountant("rdp", sampling="fixed-size", population_size=10)
+    alone = create_accountant("rdp", sampling="fixed-size", population_size=5)
+
+    # Execute
+    mixed.step(noise_multiplier=1.0, sampling_rate=0.4, population_size=5)
+    alone.step(noise_multiplier=1.0, sampling_rate=0.4)
+
+    # Assert: the same epsilon as an accountant of 2-of-5, and the state round-trips.
+    assert mixed.get_epsilon(DELTA) == pytest.approx(alone.get_epsilon(DELTA), rel=1e-12)
+    assert Accountant.from_state(mixed.state()).get_epsilon(DELTA) == pytest.approx(mixed.get_epsilon(DELTA))
+    with pytest.raises(ValueError, match="sampling_rate \\* population_size"):
+        mixed.step(noise_multiplier=1.0, sampling_rate=0.3, population_size=5)

@@ -238,3 +238,93 @@ def test_adaptive_clipping_count_noise_default_is_checked_once_population_is_kno
 
     with pytest.raises(ValueError, match="dp-count-noise-std"):
         _configure(strategy, 1, list(range(20)), dim=2)
+
+
+# ------------------------------------------------ issue 12: accounting is always a valid bound
+def test_uniform_estimator_with_poisson_sampling_is_refused_naming_the_sound_combinations() -> None:
+    # Execute / Assert: sigma = z S / m with a random m has no valid epsilon.
+    with pytest.raises(ValueError, match="dp-estimator='uniform'") as excinfo:
+        _dp(estimator="uniform", sampling="poisson")
+    message = str(excinfo.value)
+    assert "fixed-size" in message and "'fixed' or 'clipped'" in message and "2S/(m+1)" in message
+    # The sound combination is still accepted.
+    assert _dp(estimator="uniform", sampling="fixed-size", population=4).estimator == "uniform"
+
+
+def test_fixed_size_with_fewer_connected_nodes_accounts_the_rate_actually_used() -> None:
+    # Prepare: N = 10, q = 0.2 -> m = 2 per round; only 5 nodes connect, so each has chance 2/5.
+    strategy = _dp(sampling="fixed-size", sampling_rate=0.2, population=10, delta=1e-3)
+    reference = create_accountant("rdp", sampling="fixed-size", population_size=5)
+    reference.step(noise_multiplier=1.0, sampling_rate=0.4)
+    declared = create_accountant("rdp", sampling="fixed-size", population_size=10)
+    declared.step(noise_multiplier=1.0, sampling_rate=0.2)
+
+    # Execute
+    sampled = _configure(strategy, 1, [1, 2, 3, 4, 5], dim=4)
+    strategy.aggregate_train(1, [_reply(n, 0.1, 10, dim=4) for n in sampled])
+
+    # Assert: the accountant used 2/5, never the smaller declared 2/10, and says so.
+    metrics = strategy.round_metrics(1)
+    assert len(sampled) == 2 and metrics["sampling_rate"] == pytest.approx(0.4)
+    assert metrics["epsilon"] == pytest.approx(reference.get_epsilon(1e-3))
+    assert metrics["epsilon"] > declared.get_epsilon(1e-3)
+
+
+def test_fixed_size_rates_per_round_survive_a_checkpoint_and_drive_the_budget() -> None:
+    # Prepare: round 1 with 5 of N = 10 connected (rate 2/5), round 2 with all 10 (rate 2/10).
+    strategy = _dp(sampling="fixed-size", sampling_rate=0.2, population=10, delta=1e-3)
+    for t, nodes in ((1, [1, 2, 3, 4, 5]), (2, list(range(1, 11)))):
+        sampled = _configure(strategy, t, nodes, dim=4)
+        strategy.aggregate_train(t, [_reply(n, 0.1, 10, dim=4) for n in sampled])
+    reference = create_accountant("rdp", sampling="fixed-size", population_size=10)
+    reference.step(noise_multiplier=1.0, sampling_rate=0.4, population_size=5)
+    reference.step(noise_multiplier=1.0, sampling_rate=0.2)
+
+    # Execute: a resumed run restores the mixed history from the checkpoint.
+    resumed = _dp(sampling="fixed-size", sampling_rate=0.2, population=10, delta=1e-3)
+    resumed.load_state_dict(strategy.state_dict())
+
+    # Assert
+    assert [r["sampling_rate"] for r in map(strategy.round_metrics, (1, 2))] == pytest.approx([0.4, 0.2])
+    assert strategy.round_metrics(2)["epsilon"] == pytest.approx(reference.get_epsilon(1e-3))
+    assert resumed.accountant.get_epsilon(1e-3) == pytest.approx(reference.get_epsilon(1e-3))
+
+
+def test_adaptive_clipping_releases_the_noisy_count_when_nobody_replied() -> None:
+    # Prepare: sigma_b = 5 > z / 2; nobody replies in round 1.
+    strategy = _dp(adaptive_clipping=True, count_noise_std=5.0, population=4)
+    _configure(strategy, 1, [1, 2, 3, 4], dim=4)
+
+    # Execute
+    strategy.aggregate_train(1, [])
+
+    # Assert: C moved by the noisy count (b~ = N(0, 25)/m_hat + 1/2), as in every other round.
+    assert strategy.clip_norm != 1.0
+    assert strategy.round_metrics(1)["clip_norm"] == 1.0
+
+
+def test_secure_noise_refuses_a_known_seed() -> None:
+    with pytest.raises(ValueError, match="dp-noise-seed.*dp-secure-noise"):
+        _dp(secure_noise=True, noise_seed=5)
+
+
+def test_secure_noise_aggregates_with_the_secure_generator() -> None:
+    # Prepare: N = 4, fixed-size q = 0.5 -> qW = 2 (cap 100); sigma = z S / (qW) = 0.5.
+    strategy = _dp(secure_noise=True, noise_seed=None, sampling="fixed-size", population=4, weight_cap=100.0)
+    sampled = _configure(strategy, 1, [1, 2, 3, 4])
+
+    arrays, _ = strategy.aggregate_train(1, [_reply(n, 0.0, 10) for n in sampled])
+
+    assert type(strategy._noise_rng).__name__ == "SecureNoiseGenerator"
+    assert abs(to_layers(arrays)[0].std() - 0.5) < 0.05 * 0.5
+
+
+def test_dp_sgd_epsilon_of_every_node_is_kept_per_round() -> None:
+    strategy = _dp(sampling_rate=1.0, population=4, delta=1e-3)
+    sampled = _configure(strategy, 1, [1, 2, 3], dim=4)
+    replies = [_reply(n, 0.1, 10, dim=4, **{"dp-sgd-epsilon": float(n)}) for n in sampled]
+
+    strategy.aggregate_train(1, replies)
+
+    stats = strategy.stats[1]
+    assert stats.dp_sgd_epsilon_by_node == {1: 1.0, 2: 2.0, 3: 3.0} and stats.dp_sgd_epsilon == 3.0

@@ -606,3 +606,46 @@ def test_update_noise_multiplier_rejects_z_at_least_two_sigma_b(z: float, sigma_
 def test_update_noise_multiplier_rejects_zero_count_noise() -> None:
     with pytest.raises(ValueError, match="count_noise_std"):
         update_noise_multiplier(noise_multiplier=1.0, count_noise_std=0.0)
+
+
+def test_adaptive_clip_update_with_no_clients_releases_the_noisy_count() -> None:
+    # Prepare: nobody replied; the noise draw is the first N(0, 2^2) of a seeded generator.
+    noise = float(np.random.default_rng(7).normal(0.0, 2.0))
+
+    # Execute
+    result = adaptive_clip_update(
+        clip_norm=1.0,
+        unclipped_count=0,
+        num_clients=0,
+        target_quantile=0.5,
+        learning_rate=0.2,
+        count_noise_std=2.0,
+        rng=np.random.default_rng(7),
+        expected_num_clients=4.0,
+    )
+
+    # Assert: b~ = (0 + noise) / 4 + 1/2, so C = exp(-0.2 (noise / 4)).
+    assert result == pytest.approx(math.exp(-0.2 * noise / 4))
+
+
+def test_secure_noise_generator_is_the_half_sum_of_four_draws() -> None:
+    # Prepare: the same bit stream through the plain and the secure generator.
+    plain = np.random.Generator(np.random.PCG64DXSM(11))
+    secure = make_noise_rng(None, secure=True)
+    secure.bit_generator.state = np.random.PCG64DXSM(11).state
+
+    # Execute
+    drawn = secure.normal(0.5, 2.0, size=(3, 2))
+
+    # Assert: (X1 + X2 + X3 + X4) / 2 + loc, each X ~ N(0, 2^2): still N(0.5, 4).
+    expected = sum(plain.normal(0.0, 2.0, size=(3, 2)) for _ in range(4)) / 2 + 0.5
+    np.testing.assert_allclose(drawn, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="known seed"):
+        make_noise_rng(3, secure=True)
+
+
+def test_secure_noise_generator_has_the_requested_std() -> None:
+    values = make_noise_rng(None, secure=True).normal(0.0, 3.0, size=200_000)
+
+    # The std of a 200,000-sample std is 0.16% of sigma: 1% is six of those.
+    assert abs(values.std() - 3.0) < 0.01 * 3.0 and abs(values.mean()) < 0.05
