@@ -47,3 +47,51 @@ def test_failed_node_still_connected_is_failed_not_lost_and_the_last_failure_cou
 
 def test_no_node_trained_or_failed_gives_no_table() -> None:
     assert node_table({}, stats={1: RoundStats()}, connected=set()) == ""
+
+
+def test_serverapp_end_of_run_table_marks_the_node_lost_mid_run(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    # Prepare: the real ServerApp and ClientApp in process; the second node dies in
+    # round 1 (its message comes back as an error) and leaves the SuperLink's node list.
+    from flwr.app import Context, Error, Message, RecordDict
+
+    import server_app.app as server_app_module
+    from tests.conftest import AppGrid
+
+    class LosingGrid(AppGrid):
+        def __init__(self) -> None:
+            super().__init__(2, run_config=config)
+            self.victim = self.node_ids[1]
+
+        def get_node_ids(self) -> list[int]:
+            return [n for n in self.node_ids if n != self.victim or not self.sent]
+
+        def send_and_receive(self, messages, timeout=None):  # noqa: ANN001, ANN202
+            messages = list(messages)
+            lost = [m for m in messages if m.metadata.dst_node_id == self.victim]
+            replies = super().send_and_receive([m for m in messages if m not in lost], timeout)
+            self.sent.extend(lost)
+            return replies + [Message(Error(code=0, reason="node lost"), reply_to=m) for m in lost]
+
+    config = {
+        "output-dir": str(tmp_path),
+        "num-server-rounds": 1,
+        "local-epochs": 1,
+        "threads-per-client": 1,
+        "fraction-evaluate": 0.0,
+        "min-available-nodes": 1,
+        "min-train-nodes": 1,
+    }
+    logged: list[str] = []
+    monkeypatch.setattr(server_app_module, "log", lambda level, msg, *args: logged.append(msg % args))
+    grid = LosingGrid()
+    context = Context(run_id=grid.run_id, node_id=0, node_config={}, state=RecordDict(), run_config=config)
+
+    # Execute
+    server_app_module.main(grid, context)  # type: ignore[arg-type]
+
+    # Assert
+    (table,) = [m for m in logged if m.startswith("Nodes (last training report)")]
+    rows = rows_by_node(table.split("\n", 1)[1])
+    assert sorted(rows) == sorted(grid.node_ids)
+    assert "lost in round 1" in rows[grid.victim]
+    assert rows[grid.node_ids[0]].split()[1] == "ok"
