@@ -330,7 +330,8 @@ def test_guide_two_machine_path_on_loopback_from_a_fresh_clone(tmp_path: Path, t
                         "partition-0", name.replace("node", "partition")
                     )
                     if block.background:
-                        device_body = device_body.rstrip() + f" --port {free_port()}"  # two SuperNodes on one machine
+                        # Two SuperNodes on one machine need two Runtime API ports.
+                        device_body = device_body.rstrip() + f" --port {free_port()}"
                         log = machines / f"{name}.log"
                         logs.append(log)
                         started.append(device.start(device_body, log))
