@@ -125,9 +125,7 @@ class RoundReporter:
         return record
 
 
-def node_status(
-    node_id: int, stats: Mapping[int, RoundStats], connected: Collection[int] | None
-) -> str:
+def node_status(node_id: int, stats: Mapping[int, RoundStats], connected: Collection[int] | None) -> str:
     """``ok``, ``failed in round N`` or ``lost in round N`` for one node.
 
     N is the last round in which the node was sent work and returned no good reply.
