@@ -23,7 +23,8 @@ Options:
                      needs TLS). Register keys with deploy/register-nodes.sh.
   --database FILE    SQLite file for runs, nodes and registrations, so they survive
                      a restart (default: in memory, lost on exit)
-  --log-file FILE    Also write the SuperLink log to FILE (rotated daily)
+  --log-file FILE    Also write the SuperLink log to FILE (rotated daily); its
+                     directory is created if missing
   --allow-runtime-deps
                      Let the SuperLink `uv sync` each app's dependencies at run
                      time (flwr's default). Off here: edgebloom's dependencies
@@ -36,7 +37,7 @@ Environment: FLWR_BIN_DIR  directory holding flower-superlink (default: from PAT
 Examples:
   deploy/start-superlink.sh --insecure --port 9093
   deploy/start-superlink.sh --host 0.0.0.0 --certs-dir certificates --auth \
-      --database state/superlink.db
+      --database state/superlink.db --log-file logs/superlink.log
 EOF
 }
 
@@ -105,5 +106,7 @@ if [[ $dry_run == 1 ]]; then
 fi
 command -v flower-superlink >/dev/null ||
     die "flower-superlink not found; activate the environment where flwr is installed or set FLWR_BIN_DIR"
+# Flower opens these files but not their directories (a fresh clone has no logs/ or state/).
 [[ -n $database ]] && mkdir -p "$(dirname "$database")"
+[[ -n $log_file ]] && mkdir -p "$(dirname "$log_file")"
 exec "${cmd[@]}"

@@ -24,6 +24,9 @@ Options:
                      each SuperNode on one machine needs its own
   --max-retries N    Give up after N failed connection attempts (default: never)
   --max-wait-time S  Give up after S seconds without a connection (default: never)
+  --log-file FILE    Append the SuperNode's output to FILE instead of the terminal
+                     (its directory is created if missing); under systemd the
+                     journal has it already
   --dry-run          Print the command instead of running it
   -h, --help         Show this help and exit
 
@@ -48,6 +51,7 @@ node_config=""
 port=9094
 max_retries=""
 max_wait=""
+log_file=""
 dry_run=0
 extra=()
 
@@ -62,6 +66,7 @@ while [[ $# -gt 0 ]]; do
         --port) port=${2:?--port needs a value}; shift 2 ;;
         --max-retries) max_retries=${2:?--max-retries needs a number}; shift 2 ;;
         --max-wait-time) max_wait=${2:?--max-wait-time needs seconds}; shift 2 ;;
+        --log-file) log_file=${2:?--log-file needs a file}; shift 2 ;;
         --dry-run) dry_run=1; shift ;;
         -h|--help) usage; exit 0 ;;
         --) shift; extra=("$@"); break ;;
@@ -110,4 +115,9 @@ if [[ $dry_run == 1 ]]; then
 fi
 command -v flower-supernode >/dev/null ||
     die "flower-supernode not found; activate the environment where flwr is installed or set FLWR_BIN_DIR"
+if [[ -n $log_file ]]; then
+    # flower-supernode has no log-file flag: redirect its output (a fresh clone has no logs/).
+    mkdir -p "$(dirname "$log_file")"
+    exec >>"$log_file" 2>&1
+fi
 exec "${cmd[@]}"

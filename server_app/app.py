@@ -172,8 +172,10 @@ def main(grid: Grid, context: Context) -> None:
     run_dir.save_model(names, [np.array(a) for a in final])
     run_dir.write_metrics()
     plot_curves(run_dir.rounds, run_dir.path / "curves.png", f"{cfg.strategy} on {cfg.dataset}")
-    if strategy.nodes:
-        log(INFO, "Nodes (last training report):\n%s", node_table(strategy.nodes))
+    # Nodes sent work that never answered are listed too, marked "lost in round N".
+    table = node_table(strategy.nodes, stats=strategy.stats, connected=set(grid.get_node_ids()))
+    if table:
+        log(INFO, "Nodes (last training report):\n%s", table)
     log(INFO, "edgebloom: run %s; outputs in %s", run_dir.status, run_dir.path)
 
 

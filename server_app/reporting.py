@@ -7,7 +7,7 @@ it before round 1 and after every round, so no round loop is copied here.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from logging import INFO
 from typing import Any
 
@@ -129,9 +129,57 @@ class RoundReporter:
         return record
 
 
-def node_table(nodes: Mapping[int, NodeReport]) -> str:
-    """A fixed-width table of the last report of every node that trained."""
-    lines = [f"{'node id':>20}  {'device':<28} {'examples':>8}  {'train s':>8}"]
-    for node_id, rep in sorted(nodes.items()):
-        lines.append(f"{node_id:>20}  {rep.device:<28} {rep.num_examples:>8}  {rep.train_seconds:>8.2f}")
+def node_status(node_id: int, stats: Mapping[int, RoundStats], connected: Collection[int] | None) -> str:
+    """``ok``, ``failed in round N`` or ``lost in round N`` for one node.
+
+    N is the last round in which the node was sent work and returned no good reply.
+    A node still in ``connected`` (the SuperLink's node list at the end of the run)
+    may have trained after that round, so it is only "failed"; one that is gone is
+    "lost". Without ``connected`` every node that failed is reported lost.
+    """
+    failed_in = [r for r, s in stats.items() if node_id in s.failed_nodes]
+    if not failed_in:
+        return "ok"
+    if connected is not None and node_id in connected:
+        return f"failed in round {max(failed_in)}"
+    return f"lost in round {max(failed_in)}"
+
+
+def node_table(
+    nodes: Mapping[int, NodeReport],
+    *,
+    stats: Mapping[int, RoundStats] | None = None,
+    connected: Collection[int] | None = None,
+) -> str:
+    """A fixed-width table of every node that trained or was sent work and failed.
+
+    Parameters
+    ----------
+    nodes : Mapping[int, NodeReport]
+        The last training report of every node that trained (``strategy.nodes``).
+    stats : Mapping[int, RoundStats], optional
+        The strategy's per-round stats; nodes in their ``failed_nodes`` are listed
+        too, with their status (see :func:`node_status`), even if they never trained.
+    connected : Collection[int], optional
+        Node IDs connected at the end of the run (``grid.get_node_ids()``).
+
+    Returns
+    -------
+    str
+        The table, or ``""`` when no node trained or failed.
+    """
+    stats = stats or {}
+    failed = {n for s in stats.values() for n in s.failed_nodes}
+    node_ids = sorted(set(nodes) | failed)
+    if not node_ids:
+        return ""
+    lines = [f"{'node id':>20}  {'status':<18} {'device':<28} {'examples':>8}  {'train s':>8}"]
+    for node_id in node_ids:
+        status = node_status(node_id, stats, connected)
+        rep = nodes.get(node_id)
+        if rep is None:  # sent work, never trained: nothing reported about it
+            device, examples, seconds = "-", "-", "-"
+        else:
+            device, examples, seconds = rep.device, str(rep.num_examples), f"{rep.train_seconds:.2f}"
+        lines.append(f"{node_id:>20}  {status:<18} {device:<28} {examples:>8}  {seconds:>8}")
     return "\n".join(lines)

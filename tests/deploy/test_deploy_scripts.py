@@ -271,6 +271,47 @@ def test_systemd_unit_restarts_and_passes_real_flags(tmp_path: Path, tool_env, c
     )
 
 
+# ------------------------------------------------- log files in a fresh clone
+def stub_flower(bin_dir: Path, name: str) -> None:
+    """A stand-in ``flower-*`` that, like the real one, opens ``--log-file`` (or logs to stdout)."""
+    bin_dir.mkdir(exist_ok=True)
+    stub = bin_dir / name
+    stub.write_text(
+        "#!/usr/bin/env bash\n"
+        'while [[ $# -gt 0 ]]; do [[ $1 == --log-file ]] && { echo started >>"$2" || exit 1; }; shift; done\n'
+        "echo started\n"
+    )
+    stub.chmod(0o755)
+
+
+def test_start_superlink_creates_the_log_file_directory(tmp_path: Path, tool_env) -> None:
+    # A fresh clone has no logs/: flower-superlink crashes opening logs/superlink.log.
+    stub_flower(tmp_path / "bin", "flower-superlink")
+
+    proc = run(
+        [str(DEPLOY / "start-superlink.sh"), "--insecure", "--log-file", "logs/superlink.log"],
+        tool_env(FLWR_BIN_DIR=str(tmp_path / "bin")),
+        cwd=tmp_path,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "logs" / "superlink.log").read_text() == "started\n"
+
+
+def test_start_supernode_writes_its_output_to_a_log_file_in_a_new_directory(tmp_path: Path, tool_env) -> None:
+    stub_flower(tmp_path / "bin", "flower-supernode")
+
+    proc = run(
+        [str(DEPLOY / "start-supernode.sh"), "--insecure", "--log-file", "logs/node-0.log"],
+        tool_env(FLWR_BIN_DIR=str(tmp_path / "bin")),
+        cwd=tmp_path,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "logs" / "node-0.log").read_text() == "started\n"
+    assert proc.stdout == ""
+
+
 # ------------------------------------------------------------ certificates & keys
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -300,6 +300,8 @@ def test_killed_supernode_does_not_stall_the_run(insecure_cluster: Cluster) -> N
     assert victim in rounds[1]["failed_nodes"]
     assert rounds[1]["succeeded"] == 2 and rounds[2]["succeeded"] == 2
     assert str(victim) in text  # the log names the failed node
+    # The end-of-run node table lists it, marked (lost once the SuperLink dropped it).
+    assert re.search(rf"{victim}\s+(lost|failed) in round 1\b", text), text
     assert elapsed < 400
     status = cluster.script("status")
     assert status.returncode == 3 and re.search(r"node-2 .* stopped", status.stdout)
