@@ -89,15 +89,16 @@ def _axpy_average(
 ) -> np.ndarray:
     flat = [_flat(x) for x in column]
     acc = np.zeros(flat[0].size, dtype=dtype)
-    for lo in range(0, acc.size, _BLOCK):
-        block = acc[lo : lo + _BLOCK]
-        for x, factor in zip(flat, factors, strict=True):
-            # axpy writes into ``block`` (a contiguous view of acc) and returns it.
-            axpy(x[lo : lo + _BLOCK], block, a=float(factor))
-        # A float32 sum of the block overflows only if the block holds values near the
-        # maximum (or inf/nan): then, and only then, redo the block in float64.
-        if dtype != np.float64 and not np.isfinite(block.sum()):
-            block[...] = _float64_block(flat, factors, lo, block.size)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing check sum is expected
+        for lo in range(0, acc.size, _BLOCK):
+            block = acc[lo : lo + _BLOCK]
+            for x, factor in zip(flat, factors, strict=True):
+                # axpy writes into ``block`` (a contiguous view of acc) and returns it.
+                axpy(x[lo : lo + _BLOCK], block, a=float(factor))
+            # A float32 sum of the block overflows only if the block holds values near the
+            # maximum (or inf/nan): then, and only then, redo the block in float64.
+            if dtype != np.float64 and not np.isfinite(block.sum()):
+                block[...] = _float64_block(flat, factors, lo, block.size)
     return acc
 
 
