@@ -9,6 +9,11 @@ Beyond Flower's FedAvg this strategy samples nodes from a seeded generator (equa
 seeds → equal clients and stragglers across strategies), waits for nodes with a
 timeout instead of forever, simulates stragglers (FedAvg drops them, as in Li et al.
 2020), and records per-round participation counts for the round log.
+
+Its aggregate path is shared by every subclass: the rule (:meth:`FedAvg.aggregate_layers`)
+sees floating-point parameters only, the released model carries the round's global
+integer buffers, and :meth:`FedAvg.release_model` refuses a non-finite model
+(``strategies/buffers.py``).
 """
 
 from __future__ import annotations
