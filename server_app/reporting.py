@@ -15,6 +15,7 @@ from flwr.app import ArrayRecord, MetricRecord
 from flwr.supercore import log
 
 from server_app.run_dir import RunDirectory
+from strategies.buffers import NON_FINITE_MODEL
 from strategies.fedavg import NodeReport, RoundStats
 
 
@@ -31,8 +32,13 @@ def format_round(row: Mapping[str, Any], num_rounds: int) -> str:
     clients = f"clients {row['sampled']} sampled, {row['succeeded']} ok, {row['failed']} failed"
     if row.get("dropped"):
         clients += f", {row['dropped']} dropped"
-    if row.get("rejected"):
-        clients += f", {sum(row['rejected'].values())} rejected"
+    rejected = dict(row.get("rejected") or {})
+    # Not a reply: the aggregate itself was not finite (strategies/buffers.py).
+    model_refused = rejected.pop(NON_FINITE_MODEL, 0)
+    if rejected:
+        clients += f", {sum(rejected.values())} rejected"
+    if model_refused:
+        clients += ", aggregate not finite: previous model kept"
     if row.get("attackers"):
         clients += f" ({row['attackers']} accepted from attackers)"
     privacy = ""

@@ -6,6 +6,14 @@ Decentralized Data", arXiv:1602.05629): w ← Σ_k (n_k / n)·w_k with n = Σ_k 
 The weighted average is memory-bound: it reads every reply once and does two flops per
 value. It runs at about the memory-bandwidth floor (``python -m bench --only
 aggregation``) by reading the replies in place and accumulating with BLAS axpy.
+
+Overflow: a convex combination of finite values cannot exceed their largest magnitude,
+but a float32 accumulator can: BLAS takes the factor n_k / n as a float32 (1/3 rounds
+up), and rounding errors add, so three replies near the float32 maximum summed to
+``inf``. Each accumulator block is checked while it is still in cache (one float32 sum:
+``inf`` or ``nan`` anywhere makes it non-finite); only a block that did not stay finite
+is accumulated again in float64 from the inputs. The common path reads every input once,
+as before.
 """
 
 from __future__ import annotations
@@ -43,7 +51,8 @@ def weighted_average(updates: Sequence[Sequence[np.ndarray]], weights: Sequence[
     inputs, which may be read-only zero-copy views of the reply payloads
     (``strategies.records.array_view``): the only memory written is the output. The
     layer is walked in blocks of ``_BLOCK`` elements so the accumulator block stays in
-    cache while every client's block streams past it; each input is read once.
+    cache while every client's block streams past it; each input is read once. A block
+    that overflowed float32 is accumulated again in float64 (see the module docstring).
 
     Parameters
     ----------
@@ -80,11 +89,24 @@ def _axpy_average(
 ) -> np.ndarray:
     flat = [_flat(x) for x in column]
     acc = np.zeros(flat[0].size, dtype=dtype)
-    for lo in range(0, acc.size, _BLOCK):
-        block = acc[lo : lo + _BLOCK]
-        for x, factor in zip(flat, factors, strict=True):
-            # axpy writes into ``block`` (a contiguous view of acc) and returns it.
-            axpy(x[lo : lo + _BLOCK], block, a=float(factor))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing check sum is expected
+        for lo in range(0, acc.size, _BLOCK):
+            block = acc[lo : lo + _BLOCK]
+            for x, factor in zip(flat, factors, strict=True):
+                # axpy writes into ``block`` (a contiguous view of acc) and returns it.
+                axpy(x[lo : lo + _BLOCK], block, a=float(factor))
+            # A float32 sum of the block overflows only if the block holds values near the
+            # maximum (or inf/nan): then, and only then, redo the block in float64.
+            if dtype != np.float64 and not np.isfinite(block.sum()):
+                block[...] = _float64_block(flat, factors, lo, block.size)
+    return acc
+
+
+def _float64_block(flat: list[np.ndarray], factors: np.ndarray, lo: int, size: int) -> np.ndarray:
+    """Σ_k factor_k·x_k[lo : lo + size] accumulated in float64 (values near the float32 maximum)."""
+    acc = np.zeros(size, dtype=np.float64)
+    for x, factor in zip(flat, factors, strict=True):
+        acc += float(factor) * x[lo : lo + size].astype(np.float64)
     return acc
 
 

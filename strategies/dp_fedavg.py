@@ -66,10 +66,11 @@ from flwr.supercore import log
 
 from strategies import dp_math
 from strategies.accounting import Accountant, create_accountant
+from strategies.buffers import parameter_indices, select, with_previous_buffers
 from strategies.control import StopTraining
 from strategies.fedavg import FedAvg, NodeReport, RoundStats, client_epsilons, max_client_epsilon
 from strategies.loop import RoundLoop
-from strategies.records import METRICS_KEY, NUM_EXAMPLES, from_layers, to_layers
+from strategies.records import METRICS_KEY, NUM_EXAMPLES, to_layers
 from strategies.sampling import TRAIN, round_rng, sample_ids, wait_for_nodes
 from strategies.validation import spec_of_record
 from tasks.config import AppConfig, ConfigError
@@ -506,9 +507,15 @@ class DPFedAvg(RoundLoop, Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if server_round not in self._global:
             raise RuntimeError(f"aggregate_train({server_round}) without configure_train for that round")
-        global_layers = self._global.pop(server_round)
+        previous = self._global.pop(server_round)
         valid, layers, names = self.inner.valid_train_replies(server_round, replies)
         names = names or list(self.inner._spec[server_round])
+        # Clipping, norms, noise and estimates act on the parameters only; the released model
+        # carries the previous model's integer buffers, so nothing un-noised is released
+        # (strategies/buffers.py).
+        index = parameter_indices(previous)
+        global_layers = select(previous, index)
+        layers = [select(client, index) for client in layers]
         used_clip_norm = self.clip_norm
         num_examples = [float(m.content[METRICS_KEY][NUM_EXAMPLES]) for m in valid]
         if self.estimator == "model-noise":
@@ -541,6 +548,12 @@ class DPFedAvg(RoundLoop, Strategy):
                     else float(self.sample_size),
                 )
         new_layers = [_cast_like(a, g) for a, g in zip(new_layers, global_layers, strict=True)]
+        # The same final check as every strategy. Whether the noisy model is finite is a
+        # function of the released value alone (post-processing): keeping the previous
+        # model on a non-finite one reveals nothing more about any client.
+        arrays = self.inner.release_model(
+            server_round, names, with_previous_buffers(new_layers, previous, index)
+        )
         self._account(server_round, noise_std, used_clip_norm, self.inner.stats[server_round].sampled)
         self.inner._record_nodes(valid)
         self.inner.stats[server_round].attackers = sum(
@@ -553,7 +566,7 @@ class DPFedAvg(RoundLoop, Strategy):
             self.inner.stats[server_round].train_loss = float(loss) if isinstance(loss, int | float) else None
             self.inner.stats[server_round].dp_sgd_epsilon = max_client_epsilon(valid)
             self.inner.stats[server_round].dp_sgd_epsilon_by_node = client_epsilons(valid)
-        return from_layers(names, new_layers), metrics
+        return arrays, metrics
 
     def _clip(
         self, layers: list[list[np.ndarray]], global_layers: list[np.ndarray], valid: list[Message]

@@ -9,6 +9,11 @@ Beyond Flower's FedAvg this strategy samples nodes from a seeded generator (equa
 seeds → equal clients and stragglers across strategies), waits for nodes with a
 timeout instead of forever, simulates stragglers (FedAvg drops them, as in Li et al.
 2020), and records per-round participation counts for the round log.
+
+Its aggregate path is shared by every subclass: the rule (:meth:`FedAvg.aggregate_layers`)
+sees floating-point parameters only, the released model carries the round's global
+integer buffers, and :meth:`FedAvg.release_model` refuses a non-finite model
+(``strategies/buffers.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from flwr.supercore import log
 
 from strategies.aggregate import weighted_average
+from strategies.buffers import (
+    check_released_model,
+    is_parameter,
+    parameter_indices,
+    select,
+    with_previous_buffers,
+)
 from strategies.loop import RoundLoop
 from strategies.records import (
     ARRAYS_KEY,
@@ -36,6 +48,7 @@ from strategies.records import (
     METRICS_KEY,
     NUM_EXAMPLES,
     from_layers,
+    to_layers,
 )
 from strategies.reply_checks import ArraySpec, Rejection
 from strategies.reply_identity import ReplyHeader, Sent, match_replies
@@ -151,6 +164,7 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         self._stragglers: dict[int, dict[int, int]] = {}
         # (round, message type) → the messages sent: replies are matched against them.
         self._sent: dict[tuple[int, str], list[Message]] = {}
+        self._previous_buffers: dict[int, dict[str, np.ndarray]] = {}
 
     # ------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
@@ -231,6 +245,7 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         else:
             per_node = {n: {"local-epochs": e} for n, e in stragglers.items()}
         self._spec[server_round] = spec_of_record(arrays)
+        self.remember_buffers(server_round, arrays)
         log(
             INFO,
             "configure_train: %d nodes sampled, %d stragglers (%s)",
@@ -240,6 +255,16 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         )
         messages = self._messages(node_ids, arrays, config, MessageType.TRAIN, per_node)
         return self.track_sent(server_round, MessageType.TRAIN, messages)
+
+    def remember_buffers(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Keep the round's global integer buffers (copies): the released model carries them."""
+        self._previous_buffers = {
+            server_round: {
+                name: np.array(a)
+                for name, a in zip(arrays.keys(), to_layers(arrays), strict=True)
+                if not is_parameter(a.dtype)
+            }
+        }
 
     def track_sent(self, server_round: int, message_type: str, messages: list[Message]) -> list[Message]:
         """Remember the round's messages of one stage, so replies can be matched to them.
@@ -350,7 +375,13 @@ class FedAvg(RoundLoop, FlowerFedAvg):
             stats.kept_previous_model = True
             return None, None
         weights = [float(m.content[METRICS_KEY][NUM_EXAMPLES]) for m in valid]
-        arrays = from_layers(names, self.aggregate_layers(layers, weights))
+        # Parameters only (strategies/buffers.py): the rule never sees an integer buffer.
+        index = parameter_indices(layers[0])
+        previous = self._previous_model(server_round, names, layers[0], index)
+        aggregate = self.aggregate_layers([select(client, index) for client in layers], weights)
+        new_parameters = self.apply_aggregate(server_round, aggregate)
+        new_model = with_previous_buffers(new_parameters, previous, index)
+        arrays = self.release_model(server_round, names, new_model)
         self._record_nodes(valid)
         stats.attackers = sum(self.nodes[m.metadata.src_node_id].attacker for m in valid)
         metrics = aggregate_metricrecords([m.content for m in valid], self.weighted_by_key)
@@ -366,8 +397,52 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         return None
 
     def aggregate_layers(self, layers: list[list], weights: list[float]) -> list:
-        """The aggregation rule; FedAvg: example-weighted mean (override to change it)."""
+        """The aggregation rule; FedAvg: example-weighted mean (override to change it).
+
+        ``layers`` holds each client's floating-point parameters only, in model order;
+        integer buffers never reach a rule (``strategies/buffers.py``).
+        """
         return weighted_average(layers, weights)
+
+    def apply_aggregate(self, server_round: int, aggregate: list[np.ndarray]) -> list[np.ndarray]:
+        """The new parameters from the rule's aggregate; FedAvg: the aggregate itself.
+
+        Server optimizers override this to step from the global model towards it.
+        """
+        return aggregate
+
+    def release_model(
+        self, server_round: int, names: list[str], layers: list[np.ndarray]
+    ) -> ArrayRecord | None:
+        """The record of the model a round would release, or None to keep the previous model.
+
+        The one final check of every strategy, after every rule (aggregation, server
+        optimizer, DP noise): a model with a non-finite value is not released; the round
+        keeps the previous model, logs why and counts ``non-finite-model`` in
+        ``rejected``. It never raises.
+        """
+        rejection = check_released_model(names, layers)
+        if rejection is None:
+            return from_layers(names, layers)
+        stats = self.stats.setdefault(server_round, RoundStats())
+        log(WARNING, "aggregate_train: round %d keeps the previous model: %s", server_round, rejection)
+        stats.rejected[rejection.reason] = stats.rejected.get(rejection.reason, 0) + 1
+        stats.kept_previous_model = True
+        return None
+
+    def _previous_model(
+        self, server_round: int, names: list[str], like: list[np.ndarray], index: list[int]
+    ) -> list[np.ndarray]:
+        """The round's global model where it matters: its buffers (parameters are placeholders)."""
+        buffers = self._previous_buffers.get(server_round)
+        if buffers is None:
+            if len(index) < len(like):
+                raise RuntimeError(
+                    f"aggregate_train({server_round}) without configure_train for that round: the "
+                    "model has integer buffers, which are taken from the round's global model"
+                )
+            buffers = {}
+        return [buffers.get(name, a) for name, a in zip(names, like, strict=True)]
 
     def _record_nodes(self, replies: list[Message]) -> None:
         for m in replies:

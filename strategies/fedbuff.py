@@ -43,6 +43,10 @@ How this maps onto the app
 Choices and limits
 ------------------
 - The buffer mean is unweighted by examples, as in the paper (``/ K``).
+- Only floating-point parameters are buffered and updated; integer buffers (BatchNorm's
+  ``num_batches_tracked``) keep the current global model's values, as in every
+  strategy (``strategies/buffers.py``). A non-finite result is not published: the
+  version stays, the round keeps the model and counts ``non-finite-model``.
 - ``fedbuff-server-learning-rate`` (eta_g) defaults to 1: with fresh updates the step
   is then the plain mean of the buffered updates, FedAvg's step over ``K`` clients.
   It is a key of its own because ``server-learning-rate`` (0.1) is tuned for the
@@ -76,6 +80,7 @@ from flwr.serverapp.strategy import Result
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords, log_strategy_start_info
 from flwr.supercore import log
 
+from strategies.buffers import parameter_indices, select, with_previous_buffers
 from strategies.fedavg import (
     FedAvg,
     RoundStats,
@@ -86,7 +91,7 @@ from strategies.fedavg import (
 )
 from strategies.fedbuff_math import apply_buffer, staleness_weight
 from strategies.loop import EvaluateFn
-from strategies.records import ARRAYS_KEY, CONFIG_KEY, from_layers, to_layers
+from strategies.records import ARRAYS_KEY, CONFIG_KEY, to_layers
 from strategies.reply_checks import Rejection
 from strategies.sampling import round_rng, sample_ids, wait_for_nodes
 from strategies.validation import spec_of_record
@@ -128,7 +133,7 @@ class _Update:
 
     msg: Message
     layers: list[np.ndarray]
-    delta: list[np.ndarray]  # float64, w_k - w^(v_k)
+    delta: list[np.ndarray]  # float64, w_k - w^(v_k), parameters only
     tau: int
 
 
@@ -220,17 +225,29 @@ class FedBuff(FedAvg):
     # ------------------------------------------------------- the buffer, applied
     def _apply(
         self, server_round: int, names: list[str], base: list[np.ndarray], updates: list[_Update]
-    ) -> tuple[ArrayRecord, MetricRecord]:
-        """``base + eta_g * sum_k s(tau_k) Delta_k / len(updates)``; records the round's stats."""
+    ) -> tuple[ArrayRecord | None, MetricRecord]:
+        """``base + eta_g * sum_k s(tau_k) Delta_k / len(updates)``; records the round's stats.
+
+        Parameters only: ``base``'s integer buffers are carried over (``strategies/buffers.py``).
+        The model is None, and the version unchanged, when the result is not finite
+        (:meth:`FedAvg.release_model`: the previous model is kept, counted as ``non-finite-model``).
+        """
         # Content order, not arrival order: the float sum is the same however replies raced.
         ordered = sorted(updates, key=lambda u: (u.tau, reply_digest(u.msg, u.layers)))
-        buffer_sum = [np.zeros(np.shape(w), dtype=np.float64) for w in base]
+        index = parameter_indices(base)
+        base_parameters = select(base, index)
+        # float64: a float32 buffer of finite updates near the float32 maximum would overflow.
+        buffer_sum = [np.zeros(np.shape(w), dtype=np.float64) for w in base_parameters]
         for update in ordered:
             weight = staleness_weight(update.tau)
             for acc, delta in zip(buffer_sum, update.delta, strict=True):
                 acc += weight * delta
-        new_layers = apply_buffer(base, buffer_sum, count=len(ordered), server_lr=self.server_learning_rate)
-        self.version += 1
+        new_parameters = apply_buffer(
+            base_parameters, buffer_sum, count=len(ordered), server_lr=self.server_learning_rate
+        )
+        arrays = self.release_model(server_round, names, with_previous_buffers(new_parameters, base, index))
+        if arrays is not None:
+            self.version += 1
         messages = [u.msg for u in ordered]
         self._record_nodes(messages)
         stats = self.stats.setdefault(server_round, RoundStats())
@@ -245,13 +262,13 @@ class FedBuff(FedAvg):
             "staleness_max": int(max(taus)),
             "model_version": self.version,
         }
-        return from_layers(names, new_layers), metrics
+        return arrays, metrics
 
     @staticmethod
     def _delta(layers: list[np.ndarray], base: list[np.ndarray]) -> list[np.ndarray]:
-        return [
-            np.asarray(w, np.float64) - np.asarray(b, np.float64) for w, b in zip(layers, base, strict=True)
-        ]
+        """``w_k - w^(v_k)`` in float64, of the parameters only (buffers are never updated)."""
+        index = parameter_indices(base)
+        return [np.asarray(layers[i], np.float64) - np.asarray(base[i], np.float64) for i in index]
 
     # ------------------------------------------- synchronous round (tau = 0 for all)
     def configure_train(
@@ -381,10 +398,11 @@ class FedBuff(FedAvg):
             )
         problem = self.too_few_replies(len(run.buffer))
         if problem is None:
-            run.arrays, metrics = self._apply(server_round, run.names, run.models[self.version], run.buffer)
-            result.arrays = run.arrays
+            arrays, metrics = self._apply(server_round, run.names, run.models[self.version], run.buffer)
             result.train_metrics_clientapp[server_round] = metrics
-            run.models[self.version] = [np.array(a) for a in to_layers(run.arrays)]
+            if arrays is not None:  # else not finite: the previous model stays (counted by _apply)
+                run.arrays = result.arrays = arrays
+                run.models[self.version] = [np.array(a) for a in to_layers(run.arrays)]
         else:
             log(WARNING, "FedBuff: round %d keeps the previous model: %s", server_round, problem)
             stats.kept_previous_model = True

@@ -29,6 +29,15 @@ class NormBoundedFedAvg(RobustFedAvg):
 
     def robust_rule(self, layers: list[list[np.ndarray]], weights: list[float]) -> list[np.ndarray]:
         base = self._global_layers
-        updates = [[w - g for w, g in zip(client, base, strict=True)] for client in layers]
+        updates = [[_difference(w, g) for w, g in zip(client, base, strict=True)] for client in layers]
         mean_update = norm_bounded_mean(updates, weights, max_norm=self.max_norm)
         return [(g + u).astype(g.dtype) for g, u in zip(base, mean_update, strict=True)]
+
+
+def _difference(w: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``w - g``, in float64 only where the float32 difference of finite values overflowed."""
+    with np.errstate(over="ignore"):
+        d = np.subtract(w, g)
+    if d.dtype != np.float64 and not np.all(np.isfinite(d)):
+        d = np.asarray(w, np.float64) - np.asarray(g, np.float64)
+    return d

@@ -5,6 +5,9 @@ clients n (e.g. Multi-Krum needs n > 2f + 2). The configuration is checked again
 the sampled clients when a round is configured (a bad configuration fails before any
 training, with the reason), and again against the valid replies before aggregating:
 if too few valid replies remain for the guarantee, the round keeps the previous model.
+
+Rules receive the floating-point parameters only: integer buffers (BatchNorm's
+``num_batches_tracked``) enter no median, distance or norm (``strategies/buffers.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
+from strategies.buffers import parameter_indices, select
 from strategies.fedavg import FedAvg
 from strategies.records import to_layers
 from tasks.config import ConfigError
@@ -40,7 +44,9 @@ class RobustFedAvg(FedAvg):
                 f"run config: strategy {self.name!r} with {len(messages)} sampled clients: {exc}; "
                 f"sample more clients or lower robust-num-byzantine"
             ) from exc
-        self._global_layers = to_layers(arrays)
+        # The rules see parameters only (strategies/buffers.py): keep the global ones to match.
+        layers = to_layers(arrays)
+        self._global_layers = select(layers, parameter_indices(layers))
         return messages
 
     def too_few_replies(self, num_valid: int) -> str | None:

@@ -12,8 +12,11 @@
 
 Every rule takes one ``list[np.ndarray]`` per client (one array per layer, the same
 shapes for every client) and returns one ``list[np.ndarray]`` with those shapes and
-the inputs' dtype. Sums are accumulated in float64; integer layers are rounded to
-the nearest integer (ties to even) before the cast back.
+the inputs' dtype. Sums (and the median's middle pair) are accumulated in float64, so
+finite inputs near the float32 maximum do not overflow; integer layers are rounded to
+the nearest integer (ties to even) before the cast back. (Strategies pass only
+floating-point parameters, see ``strategies/buffers.py``; the integer handling is for
+direct callers.)
 
 Updates or models
 -----------------
@@ -306,8 +309,22 @@ def coordinate_median(updates: Sequence[Layers]) -> Layers:
     result = []
     for i in range(len(updates[0])):
         stacked, dtype = _stack_layer(updates, i)
-        result.append(_cast(np.median(stacked, axis=0), dtype))
+        result.append(_cast(_median(stacked), dtype))
     return result
+
+
+def _median(stacked: np.ndarray) -> np.ndarray:
+    """Median over axis 0; the two middle values of an even count are averaged in float64.
+
+    ``np.median`` averages them in the input's dtype, and ``(a + b) / 2`` of two float32
+    values near the maximum is ``inf``. Partitioning stays in the input dtype (no float64
+    copy of the whole stack); only the two middle rows are widened.
+    """
+    n = len(stacked)
+    if n % 2:
+        return np.partition(stacked, n // 2, axis=0)[n // 2]
+    part = np.partition(stacked, [n // 2 - 1, n // 2], axis=0)
+    return (part[n // 2 - 1].astype(np.float64) + part[n // 2]) / 2.0
 
 
 def trimmed_mean(updates: Sequence[Layers], *, beta: float) -> Layers:

@@ -17,9 +17,12 @@ Choices
 - The global model of the round is kept from ``configure_train``; when a round keeps
   the previous model (too few valid replies), the optimizer does not step and its
   state is unchanged.
-- Only floating-point layers are optimized. Integer buffers (BatchNorm's
-  ``num_batches_tracked``) take FedAvg's aggregate: a counter has no gradient, and
-  Adam's ``eta * sign``-sized step would round it to zero change every round.
+- Only floating-point parameters are optimized. Integer buffers (BatchNorm's
+  ``num_batches_tracked``) follow the rule of every strategy (``strategies/buffers.py``):
+  the released model carries the previous global model's buffers unchanged. A counter
+  has no gradient, and Adam's ``eta * sign``-sized step would be meaningless on it.
+- When the stepped model is not finite (``non-finite-model``), the round keeps the
+  previous model and the optimizer's state is restored, as when too few replies arrive.
 - Composable with FedProx's client term: with ``proximal_mu > 0`` the strategy sends
   ``proximal-mu`` to clients as FedProx does and, as FedProx, aggregates stragglers'
   partial work instead of dropping it. With ``proximal_mu = 0`` it is FedAvg on the
@@ -37,8 +40,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from strategies.buffers import parameter_indices, select
 from strategies.fedavg import FedAvg
-from strategies.records import from_layers, to_layers
+from strategies.records import to_layers
 from strategies.server_opt_math import ServerOptimizer, ServerOptState
 
 #: Key of the optimizer's state in :meth:`ServerOptFedAvg.state_dict`.
@@ -103,25 +107,32 @@ class ServerOptFedAvg(FedAvg):
         if self.proximal_mu > 0:
             config["proximal-mu"] = self.proximal_mu
         messages = super().configure_train(server_round, arrays, config, grid)
-        # Copies: the record's buffers belong to the caller. Only this round's model is kept.
-        self._global = {
-            server_round: {k: np.array(v) for k, v in zip(arrays, to_layers(arrays), strict=True)}
-        }
+        # Copies of the parameters (the record's buffers belong to the caller); the optimizer
+        # never steps a buffer (strategies/buffers.py). Only this round's model is kept.
+        layers = to_layers(arrays)
+        self._global = {server_round: [np.array(a) for a in select(layers, parameter_indices(layers))]}
         return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        aggregated, metrics = super().aggregate_train(server_round, replies)
-        global_model = self._global.pop(server_round, None)
-        if aggregated is None:  # the round keeps the previous model; the optimizer does not step
-            return None, metrics
-        if global_model is None:
+        # step() replaces the state object, never mutates it: keeping a reference restores it.
+        state = self.optimizer.state
+        try:
+            aggregated, metrics = super().aggregate_train(server_round, replies)
+        finally:
+            self._global.pop(server_round, None)
+        if aggregated is None:  # no model released (too few replies, or non-finite): no step either
+            self.optimizer.state = state
+        return aggregated, metrics
+
+    def apply_aggregate(self, server_round: int, aggregate: list[np.ndarray]) -> list[np.ndarray]:
+        """One optimizer step from the round's global parameters along ``mean - global``."""
+        global_parameters = self._global.get(server_round)
+        if global_parameters is None:
             raise RuntimeError(f"aggregate_train({server_round}) without configure_train for that round")
-        names = list(aggregated.keys())
-        mean = dict(zip(names, to_layers(aggregated), strict=True))
-        optimized = [n for n in names if np.issubdtype(global_model[n].dtype, np.floating)]
-        delta = [mean[n].astype(np.float64) - global_model[n] for n in optimized]
-        stepped = self.optimizer.step([global_model[n] for n in optimized], delta)
-        new = {**mean, **dict(zip(optimized, stepped, strict=True))}
-        return from_layers(names, [new[n] for n in names]), metrics
+        delta = [np.asarray(m, np.float64) - g for m, g in zip(aggregate, global_parameters, strict=True)]
+        if not all(np.all(np.isfinite(d)) for d in delta):
+            # Not a step the optimizer can take: hand the aggregate on, the final check rejects it.
+            return aggregate
+        return self.optimizer.step(global_parameters, delta)

@@ -396,4 +396,7 @@ def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if not np.issubdtype(dtype, np.inexact):
         # Truncation would bias integer layers towards zero.
         values = np.rint(values)
-    return values.astype(dtype)
+    # A step beyond the dtype's range becomes inf here; the strategy's check of the released
+    # model (strategies/buffers.py) then keeps the previous model.
+    with np.errstate(over="ignore"):
+        return values.astype(dtype)

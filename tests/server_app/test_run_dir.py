@@ -82,3 +82,19 @@ def test_round_line_has_every_field() -> None:
         "[round  3/10] clients 10 sampled, 9 ok, 1 failed | train loss 0.5000 | fed acc 0.9000 | "
         "central acc 0.9100 | 2.2s"
     )
+
+
+def test_round_line_tells_a_refused_aggregate_from_rejected_replies() -> None:
+    row = {
+        "round": 2,
+        "sampled": 3,
+        "succeeded": 3,
+        "failed": 0,
+        "rejected": {"non-finite": 1, "non-finite-model": 1},
+        "seconds": 1.0,
+    }
+
+    line = format_round(row, 5)
+
+    expected = "clients 3 sampled, 3 ok, 0 failed, 1 rejected, aggregate not finite: previous model kept |"
+    assert expected in line

@@ -79,3 +79,40 @@ def test_weighted_average_writes_only_its_output() -> None:
 
     np.testing.assert_allclose(out[0], np.full(10, 3.5))
     assert all(np.array_equal(u[0], b) for u, b in zip(x, before, strict=True))
+
+
+def test_replies_at_the_float32_maximum_average_to_a_finite_value() -> None:
+    # Prepare: five replies at ±max with unequal weights: the float32 factors n_k / n sum
+    # past 1, and main's float32 accumulator overflowed to ±inf.
+    edge = np.finfo(np.float32).max
+    layer = np.array([edge, -edge, edge, 1.0], np.float32)
+    weights = [220, 158, 518, 1305, 1048]
+
+    # Execute
+    out = weighted_average([[layer] for _ in weights], weights)[0]
+
+    # Assert: the exact average is the layer itself.
+    assert out.dtype == np.float32 and np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, layer, rtol=1e-6)
+
+
+def test_only_the_overflowing_block_is_redone_and_the_others_keep_float32_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prepare: three blocks of 4 values; only the middle one holds values at the maximum.
+    monkeypatch.setattr("strategies.aggregate._BLOCK", 4)
+    edge = np.finfo(np.float32).max
+    rng = np.random.default_rng(0)
+    clients = [rng.normal(size=12).astype(np.float32) for _ in range(5)]
+    for c in clients:
+        c[4:8] = edge
+    weights = [220, 158, 518, 1305, 1048]
+    factors = np.asarray(weights, np.float64) / sum(weights)
+
+    # Execute
+    out = weighted_average([[c] for c in clients], weights)[0]
+
+    # Assert: finite everywhere and equal to the float64 average up to float32 rounding.
+    reference = sum(f * c.astype(np.float64) for f, c in zip(factors, clients, strict=True))
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, reference, rtol=1e-6, atol=1e-6)

@@ -244,6 +244,98 @@ def test_a_round_where_every_reply_failed_releases_nothing_malformed(
 
 
 # --------------------------------------------------------------------------- #
+# Integer buffers and overflow (strategies/buffers.py)                        #
+# --------------------------------------------------------------------------- #
+
+COUNTER = "bn.num_batches_tracked"
+#: GLOBAL with an int64 counter between its float layers, as in a BatchNorm model.
+GLOBAL_WITH_COUNTER = {
+    "conv.weight": GLOBAL["conv.weight"],
+    COUNTER: np.array(7, dtype=np.int64),
+    "conv.bias": GLOBAL["conv.bias"],
+    "head.weight": GLOBAL["head.weight"],
+}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_integer_buffers_keep_the_global_value_and_do_not_move_the_parameters(
+    name: str, request: pytest.FixtureRequest
+) -> None:
+    # Prepare: every client's counter moved by 100 (or more), next to a small weight step
+    # (norm 0.08, below every clip norm). The same round without the counter is the reference.
+    spec = spec_for(name, request)
+    nodes = list(range(1, num_valid_replies(spec) + 1))
+    rng = np.random.default_rng(4)
+    steps = [small_update(rng) for _ in nodes]
+    with_counter = [
+        reply(n, {**shifted(GLOBAL, d), COUNTER: np.array(107 + 50 * n, np.int64)})
+        for n, d in zip(nodes, steps, strict=True)
+    ]
+    without = [reply(n, shifted(GLOBAL, d)) for n, d in zip(nodes, steps, strict=True)]
+    start = from_layers(list(GLOBAL_WITH_COUNTER), list(GLOBAL_WITH_COUNTER.values()))
+
+    # Execute
+    new = run_round(build(spec), nodes, with_counter, start=start)
+    reference = run_round(build(spec), nodes, without)
+
+    # Assert: the released counter is the global model's, and the parameters are exactly
+    # what the rule gives without any counter (no norm, distance, noise or step saw it).
+    assert new is not None and reference is not None
+    result = as_dict(new)
+    assert list(result) == list(GLOBAL_WITH_COUNTER)
+    assert result[COUNTER].dtype == np.int64 and int(result[COUNTER]) == 7
+    for k, v in as_dict(reference).items():
+        np.testing.assert_allclose(result[k], v, rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+#: Unequal example counts: with these, float32 n_k / n factors of replies at ±max summed past
+#: the float32 maximum (main's BLAS float32 weighted average gave inf for 5, 6 and 7 replies).
+EDGE_EXAMPLES = [220, 158, 518, 1305, 1048, 11, 1]
+
+
+def near_float32_max() -> dict[str, np.ndarray]:
+    """A finite reply at the edge of float32: every coordinate ±max, signs alternating."""
+    out = {}
+    for k, v in GLOBAL.items():
+        signs = np.where(np.arange(v.size) % 2 == 0, 1, -1).reshape(v.shape).astype(np.float32)
+        out[k] = signs * np.float32(FLOAT32_MAX)
+    return out
+
+
+@pytest.mark.parametrize("extra_node", [0, 1], ids=["n", "n+1"])
+@pytest.mark.parametrize("name", NAMES)
+def test_replies_near_float32_max_release_a_finite_model(
+    name: str, extra_node: int, request: pytest.FixtureRequest
+) -> None:
+    # Prepare: valid (finite) replies whose float32 sums overflow; an odd and an even count
+    # (a median of an even count averages two values).
+    spec = spec_for(name, request)
+    num_nodes = max(num_valid_replies(spec), 5) + extra_node
+    assert num_nodes <= len(EDGE_EXAMPLES)
+    nodes = list(range(1, num_nodes + 1))
+    replies = [
+        make_reply(n, near_float32_max(), {"num-examples": EDGE_EXAMPLES[n - 1], "train-loss": 0.5})
+        for n in nodes
+    ]
+    strategy = build(spec)
+
+    # Execute: nothing raises.
+    new = run_round(strategy, nodes, replies)
+
+    # Assert: every rule's result is representable (a mean or median of the replies, a
+    # clipped update, a bounded optimizer step), so a finite model of the right spec is
+    # released and nothing is counted as rejected.
+    stats = strategy.stats[1]
+    assert new is not None, stats
+    result = as_dict(new)
+    for k, v in GLOBAL.items():
+        assert result[k].dtype == v.dtype and result[k].shape == v.shape
+        assert np.all(np.isfinite(result[k])), k
+    assert stats.rejected == {} and not stats.kept_previous_model
+
+
+# --------------------------------------------------------------------------- #
 # Configuration                                                               #
 # --------------------------------------------------------------------------- #
 

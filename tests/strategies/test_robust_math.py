@@ -578,3 +578,20 @@ def test_norm_bounded_mean_has_norm_at_most_max_norm(
 
     norm = math.sqrt(sum(float(np.sum(a**2)) for a in result))
     assert norm <= max_norm * (1 + 1e-12)
+
+
+def test_median_of_an_even_count_at_the_float32_maximum_is_finite() -> None:
+    # (a + b) / 2 in float32 overflowed to inf for two middle values at the maximum.
+    edge = np.finfo(np.float32).max
+    updates = [[np.array([edge, -edge, 1.0], np.float32)] for _ in range(4)]
+
+    out = coordinate_median(updates)[0]
+
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [edge, -edge, 1.0])
+
+
+def test_median_averages_the_two_middle_values_of_an_even_count() -> None:
+    updates = [[np.array([v], np.float32)] for v in (4.0, 1.0, 3.0, 10.0)]
+
+    assert coordinate_median(updates)[0].tolist() == [3.5]

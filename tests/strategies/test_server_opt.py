@@ -166,7 +166,7 @@ def test_a_round_without_valid_replies_keeps_the_model_and_the_optimizer_state()
     np.testing.assert_allclose(w2, EXPECTED_W["fedadam"][1], rtol=1e-12)
 
 
-def test_integer_buffers_take_the_plain_average_and_only_float_layers_are_optimized() -> None:
+def test_integer_buffers_keep_the_global_value_and_only_float_layers_are_optimized() -> None:
     # Prepare: a float layer and an integer counter (BatchNorm's num_batches_tracked).
     strategy = build("fedadam")
     arrays = from_layers(["w", "count"], [np.array([1.0, -2.0], np.float32), np.array(10, np.int64)])
@@ -179,9 +179,10 @@ def test_integer_buffers_take_the_plain_average_and_only_float_layers_are_optimi
     # Execute
     new, _ = strategy.aggregate_train(1, replies)
 
-    # Assert: the counter is the mean (25); the float layer took Adam's step, not the mean.
+    # Assert: the counter is the global model's (strategies/buffers.py); the float layer took
+    # Adam's step, and the optimizer's state holds the float layer only.
     w, count = to_layers(new)
-    assert count.dtype == np.int64 and int(count) == 25
+    assert count.dtype == np.int64 and int(count) == 10
     assert w.dtype == np.float32
     np.testing.assert_allclose(w, EXPECTED_W["fedadam"][0], rtol=1e-6)
     assert [a.shape for a in strategy.optimizer.state.m] == [(2,)]
