@@ -40,7 +40,7 @@ MAX_GRACE_S = 120.0
 _HINT = (
     "Check that the SuperLink is running and reachable from the ServerApp (its log, "
     "`flwr ls`); the run directory keeps the rounds so far, and its checkpoint can be "
-    "resumed (README \"Reliability\")."
+    'resumed (README "Reliability").'
 )
 
 
