@@ -28,7 +28,7 @@ Choices
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from logging import INFO
 from typing import Any
 
@@ -96,6 +96,23 @@ class ServerOptFedAvg(FedAvg):
             )
         self.optimizer.state = ServerOptState.from_state_dict(saved)
 
+    def check_state(self, names: Sequence[str], arrays: Sequence[np.ndarray]) -> str | None:
+        """Whether the optimizer's moments have the shapes of the model's floating-point layers."""
+        state = self.optimizer.state
+        if state is None:
+            return None
+        optimized = [(n, np.shape(a)) for n, a in zip(names, arrays, strict=True) if _is_float(a)]
+        expected = [shape for _, shape in optimized]
+        expected_v = expected if self.optimizer.uses_second_moment else []
+        for key, moments, want in (("m", state.m, expected), ("v", state.v, expected_v)):
+            shapes = [a.shape for a in moments]
+            if shapes != want:
+                return (
+                    f"{self.optimizer.name} state {key!r} has layer shapes {shapes}, but this model's "
+                    f"floating-point layers {[n for n, _ in optimized]} have {want}"
+                )
+        return None
+
     # ------------------------------------------------------------------ training
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -120,8 +137,13 @@ class ServerOptFedAvg(FedAvg):
             raise RuntimeError(f"aggregate_train({server_round}) without configure_train for that round")
         names = list(aggregated.keys())
         mean = dict(zip(names, to_layers(aggregated), strict=True))
-        optimized = [n for n in names if np.issubdtype(global_model[n].dtype, np.floating)]
+        optimized = [n for n in names if _is_float(global_model[n])]
         delta = [mean[n].astype(np.float64) - global_model[n] for n in optimized]
         stepped = self.optimizer.step([global_model[n] for n in optimized], delta)
         new = {**mean, **dict(zip(optimized, stepped, strict=True))}
         return from_layers(names, [new[n] for n in names]), metrics
+
+
+def _is_float(array: np.ndarray) -> bool:
+    """Optimized layers are the floating-point ones (integer buffers take FedAvg's aggregate)."""
+    return bool(np.issubdtype(np.asarray(array).dtype, np.floating))
