@@ -228,3 +228,52 @@ def test_resuming_a_damaged_checkpoint_fails_before_creating_a_run_directory(
     message = str(info.value)
     assert str(path) in message and expected in message, message
     assert not out.exists() or not any(out.iterdir())
+
+
+# --------------------------------------------------------------------------- #
+# A stalled SuperLink fails the run in time, results and checkpoint kept       #
+# --------------------------------------------------------------------------- #
+
+
+class SuperLinkStallsInRound2:
+    """Round 1 gets no replies (at once); in round 2 the SuperLink stops answering."""
+
+    def __init__(self, release: Any) -> None:
+        self.release = release
+
+    def get_node_ids(self) -> list[int]:
+        return [11, 22, 33]
+
+    def send_and_receive(self, messages: Any, timeout: float | None = None) -> list[Any]:
+        messages = list(messages)
+        if messages and int(messages[0].content["config"]["server-round"]) >= 2:
+            self.release.wait(5.0)  # "forever", bounded so that the code as it was fails, not hangs
+        return []
+
+
+def test_a_stalled_superlink_fails_the_run_keeping_rounds_and_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from strategies import deadline
+
+    # Prepare: round-timeout 0.5 s and a 0.2 s grace.
+    monkeypatch.setattr(deadline, "MIN_GRACE_S", 0.2)
+    release = threading.Event()
+    config = {"output-dir": str(tmp_path), "num-server-rounds": 3, "round-timeout": 0.5}
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config)
+
+    # Execute
+    try:
+        with pytest.raises(deadline.GridTimeout, match="SuperLink did not answer Grid.send_and_receive"):
+            main(SuperLinkStallsInRound2(release), context)  # type: ignore[arg-type]
+    finally:
+        release.set()
+
+    # Assert: failed with the reason, round 1 kept, and resumable from its checkpoint.
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "round-timeout=0.5s" in metrics["notes"][-1]
+    assert [r["round"] for r in metrics["rounds"]] == [0, 1]
+    assert load_checkpoint(str(run_dir)).round == 1
