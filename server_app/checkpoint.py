@@ -331,6 +331,7 @@ def load_checkpoint(resume: str) -> Checkpoint:
     """
     where = resolve_output_dir(resume)
     fix = "Point resume at another run directory or start a fresh run."
+    path = where
     try:
         path = where if where.is_file() else where / CHECKPOINT_NAME
         if not path.is_file():
@@ -353,7 +354,7 @@ def load_checkpoint(resume: str) -> Checkpoint:
     except ConfigError:
         raise
     except OSError as exc:  # permissions, a name too long, I/O errors
-        raise ConfigError(f"run config: resume={resume!r}: cannot read {where} ({exc}). {fix}") from exc
+        raise ConfigError(f"run config: resume={resume!r}: cannot read {path} ({exc}). {fix}") from exc
     except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise ConfigError(
             f"run config: resume={resume!r}: {path} is not a readable edgebloom checkpoint ({exc}). {fix}"
