@@ -15,6 +15,7 @@ from flwr.supercore import log
 
 from server_app.checkpoint import (
     Checkpoint,
+    ChecksState,
     check_resumable,
     load_checkpoint,
     restore_rng_states,
@@ -232,12 +233,17 @@ def resume_from(
         )
     try:
         strategy.load_state_dict(checkpoint.strategy_state)  # type: ignore[attr-defined]
+        # State that agrees with itself but not with the model (an optimizer's moments of
+        # other shapes) would otherwise fail only after a round of training.
+        problem = strategy.check_state(names, initial) if isinstance(strategy, ChecksState) else None
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:
         raise ConfigError(
-            f"run config: resume={cfg.resume!r}: the checkpoint's strategy state does not fit this "
-            f"{cfg.strategy!r} strategy ({type(exc).__name__}: {exc}). Resume with the checkpointed "
-            "run's settings or start a fresh run."
-        ) from exc
-    restore_rng_states(checkpoint.rng)
+            f"run config: resume={cfg.resume!r}: the strategy state in {checkpoint.path} does not fit "
+            f"this {cfg.strategy!r} strategy and model ({problem}). Resume with the checkpointed run's "
+            "settings or start a fresh run."
+        )
+    restore_rng_states(checkpoint.rng)  # validated by load_checkpoint
     log(INFO, "edgebloom: resuming after round %d from %s", checkpoint.round, checkpoint.path)
     return checkpoint.arrays, checkpoint.round + 1

@@ -69,8 +69,9 @@ class RoundReporter:
     extra_metrics : callable, optional
         ``round -> dict`` merged into the row (e.g. a privacy accountant's ε).
     on_round_end : callable, optional
-        ``(round, arrays) -> None``, called after each round ≥ 1 is recorded (the
-        ServerApp writes its checkpoint there).
+        ``(round, arrays) -> None``, called after each round ≥ 1 is added to
+        ``run_dir.rounds`` and before metrics.json is rewritten (the ServerApp writes
+        its checkpoint there, so metrics.json never lists a round the checkpoint lacks).
     """
 
     def __init__(
@@ -128,10 +129,17 @@ class RoundReporter:
         now = time.perf_counter()
         row["seconds"] = now - self._last
         self._last = now
-        self.run_dir.add_round(row)
-        log(INFO, format_round(row, self.num_rounds))
+        # The checkpoint (which holds the rounds so far) is written before metrics.json:
+        # a crash in between leaves metrics.json a round behind, never ahead of it.
+        self.run_dir.rounds.append(row)
         if server_round > 0 and self.on_round_end is not None:
-            self.on_round_end(server_round, arrays)
+            try:
+                self.on_round_end(server_round, arrays)
+            except BaseException:
+                self.run_dir.rounds.pop()  # not checkpointed: metrics.json must not claim it
+                raise
+        self.run_dir.write_metrics()
+        log(INFO, format_round(row, self.num_rounds))
         return record
 
 

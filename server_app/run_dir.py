@@ -37,11 +37,36 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "data"
 
 
+def fsync_dir(path: Path) -> None:
+    """Flush ``path``'s directory entries to disk, so a rename into it survives a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(tmp: Path, path: Path) -> None:
+    """Move the written file ``tmp`` over ``path``: fsync it, rename, fsync the directory.
+
+    A crash at any moment leaves either the old ``path`` or the new one, complete, never
+    half a file; ``tmp`` is removed if anything fails.
+    """
+    try:
+        with open(tmp, "rb+") as fh:  # the data must be on disk before the rename is
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON via a temporary file and rename, so readers never see half a file."""
+    """Write JSON atomically (:func:`replace_atomically`): readers never see half a file."""
+    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"  # fails before touching disk
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    tmp.write_text(text)
+    replace_atomically(tmp, path)
 
 
 class RunDirectory:
@@ -70,7 +95,12 @@ class RunDirectory:
         write_json_atomic(self.path / "config.json", dict(config))
 
     def add_round(self, row: Mapping[str, Any]) -> None:
-        """Record one round's metrics and rewrite metrics.json (nothing is lost on a crash)."""
+        """Record one round's metrics and rewrite metrics.json (nothing is lost on a crash).
+
+        A run that checkpoints writes the checkpoint between the two steps instead
+        (:class:`server_app.reporting.RoundReporter`): ``rounds.append``, checkpoint,
+        :meth:`write_metrics`, so metrics.json never claims a round the checkpoint lacks.
+        """
         self.rounds.append(dict(row))
         self.write_metrics()
 
@@ -84,7 +114,7 @@ class RunDirectory:
         path = self.path / "model.safetensors"
         tmp = path.with_name(".model.safetensors.tmp")
         save_file({n: np.ascontiguousarray(a) for n, a in zip(names, layers, strict=True)}, str(tmp))
-        os.replace(tmp, path)
+        replace_atomically(tmp, path)
         return path
 
     def fail(self, exc: BaseException) -> None:

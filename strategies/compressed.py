@@ -54,7 +54,7 @@ is not counted): ``bytes_down`` (every train and evaluate message the server sen
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from logging import INFO
 from typing import Any
@@ -155,6 +155,11 @@ class CompressedStrategy(RoundLoop, Strategy):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the inner strategy's state."""
         self.inner.load_state_dict(state)  # type: ignore[attr-defined]
+
+    def check_state(self, names: Sequence[str], arrays: Sequence[np.ndarray]) -> str | None:
+        """The inner strategy's :meth:`~strategies.fedavg.FedAvg.check_state`, if it has one."""
+        check = getattr(self.inner, "check_state", None)
+        return None if check is None else check(names, arrays)  # type: ignore[no-any-return]
 
     def round_metrics(self, server_round: int) -> dict[str, Any]:
         """The inner's per-round metrics (if any) and this round's bytes down and up."""

@@ -19,7 +19,7 @@ integer buffers, and :meth:`FedAvg.release_model` refuses a non-finite model
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from logging import INFO, WARNING
 from typing import Any
@@ -180,6 +180,16 @@ class FedAvg(RoundLoop, FlowerFedAvg):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+    def check_state(self, names: Sequence[str], arrays: Sequence[np.ndarray]) -> str | None:
+        """Why the state :meth:`load_state_dict` restored does not fit this model, or None.
+
+        Called on resume, before any training, with the model's array names and arrays.
+        FedAvg keeps no per-parameter state; strategies that do (server optimizers)
+        override it, so a checkpoint whose state agrees with itself but not with the
+        model is refused up front, not after a round of training.
+        """
+        return None
 
     def summary(self) -> None:
         log(

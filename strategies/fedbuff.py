@@ -30,8 +30,10 @@ How this maps onto the app
   (``round_rng(seed, dispatches so far, DISPATCH)``). Each message carries a serial
   number as ``server-round`` (clients seed their local shuffling with it: one node can
   be sent the same model version twice) and ``model-version``.
-- ``timeout`` (run config ``round-timeout``) bounds both a client's reply (the message's
-  TTL; late replies count as failed and free the node) and a round: a buffer not full
+- ``timeout`` (run config ``round-timeout``) bounds a client's reply (the message's
+  TTL; late replies count as failed and free the node), every Grid call (a SuperLink
+  that has not answered by the round's deadline plus a grace fails the run, see
+  :mod:`strategies.deadline`) and a round: a buffer not full
   ``timeout`` seconds after its round began is applied with the updates it has
   (``count`` = their number), or, below ``min-valid-replies``, the round keeps the
   previous model. A federation whose clients all fail therefore still finishes.
@@ -68,8 +70,9 @@ Choices and limits
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from logging import INFO, WARNING
 from typing import Any
 
@@ -81,6 +84,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords, log_
 from flwr.supercore import log
 
 from strategies.buffers import parameter_indices, select, with_previous_buffers
+from strategies.deadline import call_with_deadline, grace
 from strategies.fedavg import (
     FedAvg,
     RoundStats,
@@ -347,7 +351,12 @@ class FedBuff(FedAvg):
             self._dispatch(grid, run, train_config, timeout)
             if not run.in_flight:  # every node gone: wait (bounded) for one to come back
                 self._wait_for_nodes(grid, 1)
-            replies = list(grid.pull_messages(list(run.in_flight))) if run.in_flight else []
+            pending = list(run.in_flight)
+            replies = (
+                self._grid_call(run, timeout, "pull_messages", partial(grid.pull_messages, pending))
+                if pending
+                else []
+            )
             for reply in replies:
                 dispatch = run.in_flight.pop(reply.metadata.reply_to_message_id, None)
                 if dispatch is None:
@@ -381,6 +390,20 @@ class FedBuff(FedAvg):
             minimum=minimum,
             timeout=self.wait_for_nodes_timeout,
             on_wait=lambda n: log(INFO, "Waiting for nodes: %d connected, %d required", n, minimum),
+        )
+
+    @staticmethod
+    def _grid_call(run: _Run, timeout: float, what: str, call: Callable[[], Iterable[Any]]) -> list[Any]:
+        """``call()`` bounded by the round's deadline (plus a grace): a stalled SuperLink fails the run."""
+        left = run.round_began + timeout - time.monotonic()
+        extra = grace(timeout)
+        return list(
+            call_with_deadline(
+                call,
+                timeout=max(left, 0.0) + extra,
+                what=what,
+                budget=f"the round's round-timeout={timeout:g}s + {extra:g}s grace",
+            )
         )
 
     def _end_round(
@@ -431,7 +454,8 @@ class FedBuff(FedAvg):
         if capacity <= 0:
             return
         busy = {d.node for d in run.in_flight.values()}
-        idle = [int(n) for n in grid.get_node_ids() if int(n) not in busy]
+        connected = self._grid_call(run, timeout, "get_node_ids", grid.get_node_ids)
+        idle = [int(n) for n in connected if int(n) not in busy]
         chosen = sample_ids(idle, min(capacity, len(idle)), round_rng(self.seed, self.dispatched, DISPATCH))
         if not chosen:
             return
@@ -452,7 +476,7 @@ class FedBuff(FedAvg):
                     group_id=str(run.server_round),
                 )
             )
-        ids = list(grid.push_messages(messages))
+        ids = self._grid_call(run, timeout, "push_messages", partial(grid.push_messages, messages))
         now = time.monotonic()
         stats = self.stats.setdefault(run.server_round, RoundStats())
         stats.sampled += len(chosen)

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from logging import INFO
 
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 from flwr.serverapp.strategy.strategy_utils import log_strategy_start_info
 from flwr.supercore import log
+
+from strategies.deadline import send_and_receive_within
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 
@@ -52,7 +54,11 @@ def run_rounds(
         The last round to run (the run's ``num-server-rounds``, not a count from
         ``start_round``).
     timeout : float
-        Seconds to wait for each round's replies.
+        Seconds to wait for each round's replies (run config ``round-timeout``). It is
+        also the messages' TTL, so the SuperLink drops work nobody waits for any more,
+        and it bounds the Grid calls: a SuperLink that has not answered
+        ``timeout`` + a grace (:func:`strategies.deadline.grace`) later fails the run
+        with :class:`strategies.deadline.GridTimeout`.
     train_config, evaluate_config : ConfigRecord, optional
         Sent to nodes each round.
     evaluate_fn : callable, optional
@@ -87,8 +93,9 @@ def run_rounds(
     for current_round in range(start_round, num_rounds + 1):
         log(INFO, "")
         log(INFO, "[ROUND %s/%s]", current_round, num_rounds)
-        train_replies = grid.send_and_receive(
-            messages=strategy.configure_train(current_round, arrays, train_config, grid),
+        train_replies = send_and_receive_within(
+            grid,
+            with_ttl(strategy.configure_train(current_round, arrays, train_config, grid), timeout),
             timeout=timeout,
         )
         agg_arrays, agg_train_metrics = strategy.aggregate_train(current_round, train_replies)
@@ -99,8 +106,9 @@ def run_rounds(
             log(INFO, "\t└──> Aggregated MetricRecord: %s", agg_train_metrics)
             result.train_metrics_clientapp[current_round] = agg_train_metrics
 
-        evaluate_replies = grid.send_and_receive(
-            messages=strategy.configure_evaluate(current_round, arrays, evaluate_config, grid),
+        evaluate_replies = send_and_receive_within(
+            grid,
+            with_ttl(strategy.configure_evaluate(current_round, arrays, evaluate_config, grid), timeout),
             timeout=timeout,
         )
         agg_evaluate_metrics = strategy.aggregate_evaluate(current_round, evaluate_replies)
@@ -122,6 +130,18 @@ def run_rounds(
     for line in io.StringIO(str(result)):
         log(INFO, "\t%s", line.strip("\n"))
     return result
+
+
+def with_ttl(messages: Iterable[Message], ttl: float) -> list[Message]:
+    """``messages`` with a TTL of at most ``ttl`` seconds (Flower's default is 12 h).
+
+    A reply that comes after the round stopped waiting is never used, so the SuperLink
+    may drop the message then; a shorter TTL a strategy chose is kept.
+    """
+    messages = list(messages)
+    for msg in messages:
+        msg.metadata.ttl = min(float(msg.metadata.ttl), float(ttl))
+    return messages
 
 
 class RoundLoop:

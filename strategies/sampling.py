@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from strategies.deadline import call_with_deadline
+
 TRAIN, STRAGGLERS, EVALUATE = 0, 1, 2
 
 
@@ -60,23 +62,42 @@ def wait_for_nodes(
 ) -> list[int]:
     """Return connected node ids once at least ``minimum`` are connected.
 
+    The whole wait, Grid calls included, ends within ``timeout`` seconds: each
+    ``get_node_ids`` call gets only the time left (a SuperLink that does not answer
+    would otherwise hold the wait forever), and the pause between polls never sleeps
+    past the deadline.
+
     Raises
     ------
     NodeWaitTimeout
         If fewer than ``minimum`` nodes are connected after ``timeout`` seconds.
+    strategies.deadline.GridTimeout
+        If a ``get_node_ids`` call has not returned by the deadline.
     """
     deadline = time.monotonic() + timeout
-    while True:
-        ids = list(get_node_ids())
-        if len(ids) >= minimum:
-            return ids
+
+    def poll() -> list[int]:
+        return list(
+            call_with_deadline(
+                get_node_ids,
+                timeout=deadline - time.monotonic(),
+                what="get_node_ids",
+                budget=f"wait-for-nodes-timeout={timeout:g}s",
+            )
+        )
+
+    ids = poll()
+    while len(ids) < minimum:
         if time.monotonic() >= deadline:
             raise NodeWaitTimeout(
-                f"only {len(ids)} node(s) connected after waiting {timeout:.0f}s, but "
+                f"only {len(ids)} node(s) connected after waiting {timeout:g}s, but "
                 f"min-available-nodes={minimum} (or the round's sample size) is required; "
                 f"start more SuperNodes, lower min-available-nodes / min-train-nodes, or "
                 f"raise wait-for-nodes-timeout"
             )
         if on_wait is not None:
             on_wait(len(ids))
-        time.sleep(poll_interval)
+        time.sleep(max(0.0, min(poll_interval, deadline - time.monotonic())))
+        if time.monotonic() < deadline:
+            ids = poll()
+    return ids

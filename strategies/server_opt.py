@@ -31,7 +31,7 @@ Choices
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from logging import INFO
 from typing import Any
 
@@ -40,7 +40,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from strategies.buffers import parameter_indices, select
+from strategies.buffers import is_parameter, parameter_indices, select
 from strategies.fedavg import FedAvg
 from strategies.records import to_layers
 from strategies.server_opt_math import ServerOptimizer, ServerOptState
@@ -99,6 +99,25 @@ class ServerOptFedAvg(FedAvg):
                 f"{self.optimizer.name!r}"
             )
         self.optimizer.state = ServerOptState.from_state_dict(saved)
+
+    def check_state(self, names: Sequence[str], arrays: Sequence[np.ndarray]) -> str | None:
+        """Whether the optimizer's moments have the shapes of the model's floating-point layers."""
+        state = self.optimizer.state
+        if state is None:
+            return None
+        optimized = [
+            (n, np.shape(a)) for n, a in zip(names, arrays, strict=True) if is_parameter(np.asarray(a).dtype)
+        ]
+        expected = [shape for _, shape in optimized]
+        expected_v = expected if self.optimizer.uses_second_moment else []
+        for key, moments, want in (("m", state.m, expected), ("v", state.v, expected_v)):
+            shapes = [a.shape for a in moments]
+            if shapes != want:
+                return (
+                    f"{self.optimizer.name} state {key!r} has layer shapes {shapes}, but this model's "
+                    f"floating-point layers {[n for n, _ in optimized]} have {want}"
+                )
+        return None
 
     # ------------------------------------------------------------------ training
     def configure_train(

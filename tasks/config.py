@@ -86,6 +86,11 @@ def _check_device(value: str) -> str | None:
     return "must be auto, cpu, cuda, cuda:N or mps"
 
 
+#: Longest ``round-timeout`` / ``wait-for-nodes-timeout``: one day. Longer is a typo (ms for s)
+#: or "forever", and a run then hangs on a dead SuperLink or node for days; a day also
+#: stays below what a thread wait (``threading.TIMEOUT_MAX``) accepts.
+MAX_TIMEOUT_S = 86_400.0
+
 KEYS: tuple[Key, ...] = (
     Key("num-server-rounds", int, 10, "federated rounds", at_least(1)),
     Key("strategy", str, "fedavg", "server strategy, by registry name (python -m strategies list)"),
@@ -111,14 +116,14 @@ KEYS: tuple[Key, ...] = (
         float,
         120.0,
         "seconds to wait for min-available-nodes",
-        in_range(0, 1e9, lo_open=True),
+        in_range(0, MAX_TIMEOUT_S, lo_open=True),
     ),
     Key(
         "round-timeout",
         float,
         600.0,
-        "seconds to wait for replies in one round",
-        in_range(0, 1e9, lo_open=True),
+        "seconds to wait for replies in one round; also the messages' TTL",
+        in_range(0, MAX_TIMEOUT_S, lo_open=True),
     ),
     Key(
         "max-num-examples", int, 1_000_000, "replies claiming more training examples are dropped", at_least(1)

@@ -98,3 +98,139 @@ def test_round_line_tells_a_refused_aggregate_from_rejected_replies() -> None:
 
     expected = "clients 3 sampled, 3 ok, 0 failed, 1 rejected, aggregate not finite: previous model kept |"
     assert expected in line
+
+
+# --------------------------------------------------------------------------- #
+# Durable writes: temp file, fsync, rename, directory fsync; checkpoint first #
+# --------------------------------------------------------------------------- #
+
+
+def _spy_on_disk_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Record ("fsync", path) and ("replace", destination) in the order they happen."""
+    import os
+    import stat
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        kind = "fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file"
+        events.append((kind, os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        real_fsync(fd)
+
+    def replace(src: object, dst: object) -> None:
+        events.append(("replace", Path(str(dst)).name))
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+@pytest.mark.parametrize("target", ["metrics.json", "model.safetensors", "checkpoint.npz"])
+def test_outputs_are_fsynced_renamed_and_their_directory_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    from server_app.checkpoint import save_checkpoint
+
+    # Prepare
+    run = RunDirectory.create(str(tmp_path), "fedavg", "digits")
+    events = _spy_on_disk_writes(monkeypatch)
+
+    # Execute
+    if target == "metrics.json":
+        run.add_round({"round": 0})
+    elif target == "model.safetensors":
+        run.save_model(["w"], [np.ones(2, np.float32)])
+    else:
+        save_checkpoint(
+            run.path,
+            server_round=1,
+            strategy="fedavg",
+            model="linreg",
+            names=["w"],
+            arrays=[np.ones(2, np.float32)],
+            strategy_state={},
+            rounds=[{"round": 0}, {"round": 1}],
+            config={},
+        )
+
+    # Assert: the data is on disk before the rename, and the rename before returning.
+    assert events == [
+        ("fsync-file", f".{target}.tmp"),
+        ("replace", target),
+        ("fsync-dir", run.path.name),
+    ]
+    assert sorted(p.name for p in run.path.iterdir()) == [target]
+
+
+def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    # Prepare: metrics.json with round 0; the next rename fails (disk full, I/O error).
+    run = RunDirectory.create(str(tmp_path), "fedavg", "digits")
+    run.add_round({"round": 0})
+
+    def broken_replace(src: object, dst: object) -> None:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+
+    # Execute
+    with pytest.raises(OSError, match="no space"):
+        run.add_round({"round": 1})
+
+    # Assert
+    assert [r["round"] for r in json.loads((run.path / "metrics.json").read_text())["rounds"]] == [0]
+    assert sorted(p.name for p in run.path.iterdir()) == ["metrics.json"]
+
+
+def test_the_checkpoint_is_written_before_metrics_json_claims_the_round(tmp_path: Path) -> None:
+    from flwr.app import ArrayRecord
+
+    from server_app.reporting import RoundReporter
+
+    # Prepare: the checkpoint hook looks at metrics.json and at the rounds it would save.
+    run = RunDirectory.create(str(tmp_path), "fedavg", "digits")
+    seen: dict[str, list[int]] = {}
+
+    def checkpoint(server_round: int, arrays: ArrayRecord) -> None:
+        on_disk = json.loads((run.path / "metrics.json").read_text())["rounds"]
+        seen["metrics.json"] = [r["round"] for r in on_disk]
+        seen["checkpointed"] = [r["round"] for r in run.rounds]
+
+    reporter = RoundReporter({}, run, None, 2, on_round_end=checkpoint)
+
+    # Execute
+    reporter(0, ArrayRecord())
+    reporter(1, ArrayRecord())
+
+    # Assert: the checkpoint holds round 1 while metrics.json does not list it yet; then it does.
+    assert seen == {"metrics.json": [0], "checkpointed": [0, 1]}
+    assert [r["round"] for r in json.loads((run.path / "metrics.json").read_text())["rounds"]] == [0, 1]
+
+
+def test_a_round_whose_checkpoint_failed_is_not_in_metrics_json(tmp_path: Path) -> None:
+    from flwr.app import ArrayRecord
+
+    from server_app.reporting import RoundReporter
+
+    # Prepare: writing the checkpoint of round 1 fails.
+    run = RunDirectory.create(str(tmp_path), "fedavg", "digits")
+
+    def checkpoint(server_round: int, arrays: ArrayRecord) -> None:
+        raise OSError("disk full")
+
+    reporter = RoundReporter({}, run, None, 2, on_round_end=checkpoint)
+    reporter(0, ArrayRecord())
+
+    # Execute: the round fails, and the ServerApp marks the run failed.
+    with pytest.raises(OSError, match="disk full"):
+        reporter(1, ArrayRecord())
+    run.fail(OSError("disk full"))
+
+    # Assert: metrics.json claims no round the checkpoint lacks.
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and [r["round"] for r in metrics["rounds"]] == [0]

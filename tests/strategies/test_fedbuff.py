@@ -212,7 +212,10 @@ def test_silent_nodes_time_out_and_a_round_short_of_updates_keeps_the_model() ->
     assert seen == {0: [0.0, 0.0], 1: [0.0, 0.0], 2: [0.0, 0.0]}
     assert strategy.stats[1].kept_previous_model and strategy.stats[2].kept_previous_model
     assert strategy.version == 0
-    assert strategy.stats[1].failed >= 3 and set(strategy.stats[1].failed_nodes) == {1, 2, 3}
+    # A message expires `timeout` after it was sent, a hair after its round began (the Grid
+    # calls before it take time): its failure may fall in round 1 or round 2.
+    failed = strategy.stats[1].failed_nodes + strategy.stats[2].failed_nodes
+    assert len(failed) >= 3 and set(failed) == {1, 2, 3}
 
 
 def test_nodes_are_chosen_by_the_seed_among_idle_nodes() -> None:

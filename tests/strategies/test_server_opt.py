@@ -234,3 +234,27 @@ def test_state_before_the_first_round_restores_to_a_fresh_optimizer() -> None:
     assert state[STATE_KEY] is None and other.optimizer.state is None
     w1 = play_round(other, 1, np.array(W0), DELTAS[0])
     np.testing.assert_allclose(w1, np.array(W0) + DELTAS[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["fedadam", "fedavgm"])
+def test_restored_moments_are_checked_against_the_model_before_training(name: str) -> None:
+    # Prepare: moments saved for a float (2, 3) layer and a float (2,) layer; the int
+    # counter is not optimized. The second model has a (3, 3) layer instead.
+    strategy = build_strategy(AppConfig.from_run_config({"strategy": name}))
+    moments = [np.zeros((2, 3)), np.zeros(2)]
+    saved = {"name": name, "m": moments, "v": moments if name == "fedadam" else [], "step": 1}
+    strategy.load_state_dict({STATE_KEY: saved})  # type: ignore[attr-defined]
+    names = ["w", "b", "steps"]
+    same = [np.ones((2, 3), np.float32), np.ones(2, np.float32), np.array(4)]
+    other = [np.ones((3, 3), np.float32), np.ones(2, np.float32), np.array(4)]
+
+    # Execute
+    fits = strategy.check_state(names, same)  # type: ignore[attr-defined]
+    misfit = strategy.check_state(names, other)  # type: ignore[attr-defined]
+
+    # Assert: one clear reason, naming the optimizer, the moment and the shapes.
+    assert fits is None
+    assert misfit == (
+        f"{name} state 'm' has layer shapes [(2, 3), (2,)], but this model's floating-point "
+        "layers ['w', 'b'] have [(3, 3), (2,)]"
+    )

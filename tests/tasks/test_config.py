@@ -34,6 +34,10 @@ def test_defaults_validate() -> None:
         ("device", "tpu", "cuda"),
         ("num-server-rounds", 2.5, "int"),
         ("num-server-rounds", True, "integer, not a boolean"),
+        # A round or a wait longer than a day is a typo or "forever": refused, not waited for.
+        ("round-timeout", 86_401.0, "(0, 86400.0]"),
+        ("wait-for-nodes-timeout", 1e9, "(0, 86400.0]"),
+        ("round-timeout", 0.0, "(0, 86400.0]"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(key: str, value: object, allowed: str) -> None:
