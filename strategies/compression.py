@@ -107,9 +107,14 @@ class QuantizedTensor:
         if not (isinstance(self.data, np.ndarray) and self.data.dtype == np.uint8):
             raise ValueError(f"data must be a uint8 array, got {type(self.data).__name__}")
         # A complex or other non-real scale must not reach math.isfinite (TypeError) or float().
-        if isinstance(self.scale, bool) or not isinstance(self.scale, float | int | np.floating | np.integer):
+        # (np.timedelta64 subclasses np.signedinteger, hence the explicit exclusions.)
+        if isinstance(self.scale, bool | np.timedelta64) or not isinstance(
+            self.scale, float | int | np.floating | np.integer
+        ):
             raise ValueError(f"scale must be a real number, got {type(self.scale).__name__}")
-        if isinstance(self.zero_point, bool) or not isinstance(self.zero_point, int | np.integer):
+        if isinstance(self.zero_point, bool | np.timedelta64) or not isinstance(
+            self.zero_point, int | np.integer
+        ):
             raise ValueError(f"zero_point must be an integer, got {type(self.zero_point).__name__}")
         if not (math.isfinite(self.scale) and self.scale >= 0):
             raise ValueError(f"scale must be finite and >= 0, got {self.scale!r}")
@@ -144,13 +149,12 @@ class SparseTensor:
     def __post_init__(self) -> None:
         # Also reached through decode_sparse: reject duplicates and out-of-range indices.
         size = math.prod(self.shape)
-        if self.indices.ndim != 1 or not np.issubdtype(self.indices.dtype, np.integer):
+        # dtype kinds, not np.integer: timedelta64 counts as an np.integer but is no index.
+        if self.indices.ndim != 1 or self.indices.dtype.kind not in "iu":
             raise ValueError(
                 f"indices must be a 1-D integer array, got {self.indices.dtype} {self.indices.shape}"
             )
-        if not (
-            np.issubdtype(self.values.dtype, np.floating) or np.issubdtype(self.values.dtype, np.integer)
-        ):
+        if self.values.dtype.kind not in "fiu":
             raise ValueError(f"values must be a floating or integer array, got dtype {self.values.dtype}")
         if self.values.shape != self.indices.shape:
             raise ValueError(

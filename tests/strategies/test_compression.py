@@ -492,6 +492,11 @@ def test_sparse_tensor_checks_every_index_whatever_its_integer_dtype() -> None:
         SparseTensor(np.array([2**63, 1], dtype=np.uint64), np.ones(2), (4,))
     with pytest.raises(ValueError, match=r"\[0, 4\)"):
         SparseTensor(np.array([0, 9, 3]), np.ones(3), (4,))
+    # timedelta64 is an np.integer to NumPy, but neither an index nor a value.
+    with pytest.raises(ValueError, match="1-D integer"):
+        SparseTensor(np.array([0, 1], dtype="m8[s]"), np.ones(2), (4,))
+    with pytest.raises(ValueError, match="floating or integer"):
+        SparseTensor(np.array([0, 1]), np.array([1, 2], dtype="m8[s]"), (4,))
 
 
 def test_quantized_tensor_rejects_a_non_real_scale_with_value_error() -> None:
@@ -499,6 +504,10 @@ def test_quantized_tensor_rejects_a_non_real_scale_with_value_error() -> None:
         QuantizedTensor(np.zeros(2, np.uint8), 1 + 1j, 0, np.dtype(np.float32))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="integer"):
         QuantizedTensor(np.zeros(2, np.uint8), 1.0, 0.5, np.dtype(np.float32))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="real number"):
+        QuantizedTensor(np.zeros(2, np.uint8), np.timedelta64(1), 0, np.dtype(np.float32))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="integer"):
+        QuantizedTensor(np.zeros(2, np.uint8), 1.0, np.timedelta64(1), np.dtype(np.float32))  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- #
