@@ -2,8 +2,11 @@
 
 When the server's train config carries ``compression`` (``int8`` or ``topk``, set by
 ``strategies.compressed.CompressedStrategy``), the client replies with
-``delta = local - global`` encoded by :func:`strategies.compression.encode_update`
-under the record ``compressed-update`` instead of the full model under ``arrays``.
+``delta = local - global`` of every floating layer encoded by
+:func:`strategies.compression.encode_update` under the record ``compressed-update``
+instead of the full model under ``arrays``. Integer buffers (BatchNorm's
+``num_batches_tracked``) are not sent: they are not parameters, and the server keeps
+the global model's values for them.
 
 Top-k uses error feedback (Stich et al. 2018, arXiv:1809.07599): what a round does
 not send is added to the next round's update. The residual lives in the node's
@@ -30,6 +33,7 @@ from strategies.compression import (
     TOPK_FRACTION_KEY,
     ErrorFeedback,
     encode_update,
+    is_compressed,
 )
 from strategies.records import ARRAYS_KEY, from_layers, to_layers
 
@@ -61,15 +65,24 @@ def reply_arrays(
     -------
     tuple of (str, ArrayRecord)
         ``("arrays", model)`` without ``compression`` in the config, else
-        ``("compressed-update", encoded update)``.
+        ``("compressed-update", encoded update)`` of the floating layers only (integer
+        buffers are not sent; see :func:`strategies.compression.is_compressed`).
     """
     if COMPRESSION_KEY not in config:
         return ARRAYS_KEY, from_layers(names, new_layers)
     scheme = str(config[COMPRESSION_KEY])
     fraction = float(config.get(TOPK_FRACTION_KEY, 1.0))  # type: ignore[arg-type]
-    deltas = [np.asarray(new) - np.asarray(old) for new, old in zip(new_layers, global_layers, strict=True)]
-    feedback = load_residual(state, names, deltas) if scheme == "topk" else None
-    encoded = encode_update(names, deltas, scheme=scheme, topk_fraction=fraction, feedback=feedback)
+    # Floating layers only: integer buffers (BatchNorm's num_batches_tracked) are not
+    # parameters, the server keeps its own; a counter's step must not enter top-k or the
+    # residual (and bool buffers cannot even be subtracted).
+    sent = [
+        (name, np.asarray(new) - np.asarray(old))
+        for name, new, old in zip(names, new_layers, global_layers, strict=True)
+        if is_compressed(np.asarray(old).dtype)
+    ]
+    sent_names, deltas = [n for n, _ in sent], [d for _, d in sent]
+    feedback = load_residual(state, sent_names, deltas) if scheme == "topk" else None
+    encoded = encode_update(sent_names, deltas, scheme=scheme, topk_fraction=fraction, feedback=feedback)
     if feedback is not None:
         residuals = feedback.state_dict()
         state[RESIDUAL_KEY] = from_layers(list(residuals), list(residuals.values()))

@@ -23,10 +23,14 @@ Message-API hooks by delegating to it:
 - ``aggregate_train``: every compressed reply is decoded into an ordinary full-model
   reply (``global + decoded update``, same metadata and metrics) before the inner's
   ``aggregate_train`` sees it, so reply validation and every aggregation rule (FedAvg,
-  robust rules, server optimizers, DP) run unchanged. A reply whose compressed payload
-  is malformed never raises: it becomes an error reply with the reason (logged by the
-  inner with the node id, aggregated by nobody) and is counted in ``stats.rejected``
-  under ``malformed-compressed``, as ``FedAvg`` counts invalid replies (not as a failed node).
+  robust rules, server optimizers, DP) run unchanged. Only floating layers travel
+  compressed; integer buffers (BatchNorm's ``num_batches_tracked``) are not sent, and
+  the decoded reply carries the global model's values for them, so every array of the
+  model is there with its dtype and shape. A reply whose compressed payload is malformed
+  (any field of the wrong dtype, shape or range, checked before decoding) never raises:
+  it becomes an error reply with the reason (logged by the inner with the node id,
+  aggregated by nobody) and is counted in ``stats.rejected`` under
+  ``malformed-compressed``, as ``FedAvg`` counts invalid replies (not as a failed node).
   A reply that carries a plain model (a client that ignores compression) is passed on as is.
 - ``configure_evaluate`` / ``aggregate_evaluate``: the inner's, with bytes counted.
 
@@ -75,11 +79,8 @@ from strategies.compression import (
 from strategies.fedavg import NodeReport, RoundStats
 from strategies.loop import RoundLoop
 from strategies.records import ARRAYS_KEY, CONFIG_KEY, array_view, from_layers
-from strategies.reply_checks import Rejection
+from strategies.reply_checks import MALFORMED_COMPRESSED, Rejection
 from tasks.config import AppConfig
-
-#: Rejection reason of a reply whose compressed update cannot be decoded.
-MALFORMED_COMPRESSED = "malformed-compressed"
 
 
 def record_bytes(content: RecordDict) -> int:
@@ -241,8 +242,11 @@ class CompressedStrategy(RoundLoop, Strategy):
                 traffic.bytes_up_uncompressed += model.nbytes
             try:
                 out.append(self._decode(msg, model))
-            except ValueError as exc:
-                rejection = Rejection(MALFORMED_COMPRESSED, str(exc))
+            except Exception as exc:  # one client's bytes must never end the run
+                # The decoders check every field first and raise ValueError only; anything
+                # else is a gap in those checks, still a malformed reply, named as such.
+                detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                rejection = Rejection(MALFORMED_COMPRESSED, detail)
                 malformed.append((node, rejection))
                 # An error reply: the inner logs it with the node id and aggregates nothing of it.
                 out.append(Message(metadata=msg.metadata, error=Error(code=0, reason=str(rejection))))  # type: ignore[call-arg]
@@ -259,7 +263,10 @@ class CompressedStrategy(RoundLoop, Strategy):
         encoded = {key: array_view(array) for key, array in msg.content[COMPRESSED_KEY].items()}
         deltas = decode_update(encoded, model.spec, scheme=self.scheme, topk_fraction=self.topk_fraction)
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite sums are rejected by validation
-            layers = [g + deltas[n] for n, g in zip(model.names, model.layers, strict=True)]
+            # Integer buffers are not sent (compression.is_compressed): the global's values.
+            layers = [
+                g + deltas[n] if n in deltas else g for n, g in zip(model.names, model.layers, strict=True)
+            ]
         content = RecordDict({ARRAYS_KEY: from_layers(model.names, layers)})
         for key, record in msg.content.items():
             if key != COMPRESSED_KEY:

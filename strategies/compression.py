@@ -37,14 +37,20 @@ names contain dots but never ``/``), ready to go into a Flower ``ArrayRecord``:
 - ``{name}/q_zero_point``: int64, shape (1,): ``zero_point``;
 - ``{name}/q_dtype``: empty array (0,) of the original dtype, a dtype tag;
 - ``{name}/sp_indices``: int32 (int64 for tensors of 2**31 or more entries), shape (k,):
-  increasing flat indices;
+  strictly increasing flat indices;
 - ``{name}/sp_values``: original dtype, shape (k,): the values at those indices;
-- ``{name}/sp_shape``: int64, shape (ndim,): the dense shape;
-- ``{name}/raw``: an integer layer (e.g. a BatchNorm counter) sent as is under int8.
+- ``{name}/sp_shape``: int64, shape (ndim,): the dense shape.
 
-:func:`encode_update` / :func:`decode_update` apply one scheme to every layer of a
-model update (the client's ``local - global``); top-k keeps :func:`topk_count` entries
-per layer. ``strategies/compressed.py`` and ``client_app/compression.py`` are the glue.
+The decoders check every field's dtype, shape and range before using it (indices
+signed, all in range and strictly increasing, scale float64 finite and >= 0, zero
+point int64) and raise ``ValueError`` only, so a server can drop a malformed reply.
+
+:func:`encode_update` / :func:`decode_update` apply one scheme to every floating layer
+of a model update (the client's ``local - global``); top-k keeps :func:`topk_count`
+entries per layer. Layers of any other dtype (integer buffers such as BatchNorm's
+``num_batches_tracked``) are not parameters: they are not sent at all (see
+:func:`is_compressed`). ``strategies/compressed.py`` and ``client_app/compression.py``
+are the glue.
 
 :func:`nbytes` counts what carries information about the values (data, indices, scale,
 zero point); the shape and dtype tags are a few bytes per layer that the receiver
@@ -66,6 +72,7 @@ _SCALE_BYTES = 8  # float64
 _ZERO_POINT_BYTES = 8  # int64
 
 QUANT_DATA, QUANT_SCALE, QUANT_ZERO_POINT, QUANT_DTYPE = "q_data", "q_scale", "q_zero_point", "q_dtype"
+QUANT_FIELDS = (QUANT_DATA, QUANT_SCALE, QUANT_ZERO_POINT, QUANT_DTYPE)
 SPARSE_INDICES, SPARSE_VALUES, SPARSE_SHAPE = "sp_indices", "sp_values", "sp_shape"
 
 
@@ -99,6 +106,16 @@ class QuantizedTensor:
         # Also reached through decode_quantized, i.e. with data from the network.
         if not (isinstance(self.data, np.ndarray) and self.data.dtype == np.uint8):
             raise ValueError(f"data must be a uint8 array, got {type(self.data).__name__}")
+        # A complex or other non-real scale must not reach math.isfinite (TypeError) or float().
+        # (np.timedelta64 subclasses np.signedinteger, hence the explicit exclusions.)
+        if isinstance(self.scale, bool | np.timedelta64) or not isinstance(
+            self.scale, float | int | np.floating | np.integer
+        ):
+            raise ValueError(f"scale must be a real number, got {type(self.scale).__name__}")
+        if isinstance(self.zero_point, bool | np.timedelta64) or not isinstance(
+            self.zero_point, int | np.integer
+        ):
+            raise ValueError(f"zero_point must be an integer, got {type(self.zero_point).__name__}")
         if not (math.isfinite(self.scale) and self.scale >= 0):
             raise ValueError(f"scale must be finite and >= 0, got {self.scale!r}")
         if abs(self.zero_point) > 2**53:
@@ -132,21 +149,22 @@ class SparseTensor:
     def __post_init__(self) -> None:
         # Also reached through decode_sparse: reject duplicates and out-of-range indices.
         size = math.prod(self.shape)
-        if self.indices.ndim != 1 or not np.issubdtype(self.indices.dtype, np.integer):
+        # dtype kinds, not np.integer: timedelta64 counts as an np.integer but is no index.
+        if self.indices.ndim != 1 or self.indices.dtype.kind not in "iu":
             raise ValueError(
                 f"indices must be a 1-D integer array, got {self.indices.dtype} {self.indices.shape}"
             )
-        if not (
-            np.issubdtype(self.values.dtype, np.floating) or np.issubdtype(self.values.dtype, np.integer)
-        ):
+        if self.values.dtype.kind not in "fiu":
             raise ValueError(f"values must be a floating or integer array, got dtype {self.values.dtype}")
         if self.values.shape != self.indices.shape:
             raise ValueError(
                 f"values must have shape {self.indices.shape} (as indices), got {self.values.shape}"
             )
-        if self.indices.size and (self.indices[0] < 0 or self.indices[-1] >= size):
+        # Every index, not just the first and last: unsorted input would slip past those.
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= size):
             raise ValueError(f"indices must lie in [0, {size}) for shape {self.shape}")
-        if np.any(np.diff(self.indices) <= 0):
+        # Compared, not subtracted: np.diff of unsigned indices wraps around to large positives.
+        if np.any(self.indices[1:] <= self.indices[:-1]):
             raise ValueError("indices must be strictly increasing (no duplicates)")
         if not np.all(np.isfinite(self.values)):
             raise ValueError("values contains non-finite values")
@@ -442,16 +460,24 @@ def decode_quantized(name: str, arrays: Mapping[str, np.ndarray]) -> QuantizedTe
     Raises
     ------
     ValueError
-        If a key is missing or a field is malformed.
+        If a key is missing or a field is malformed: data not uint8; scale not a
+        float64 array of shape (1,), finite and >= 0; zero point not an int64 array of
+        shape (1,) with ``|zero_point| <= 2**53``; dtype tag not an empty array of a
+        floating dtype.
     """
-    data, scale, zero_point, dtype_tag = _get(
-        name, arrays, (QUANT_DATA, QUANT_SCALE, QUANT_ZERO_POINT, QUANT_DTYPE)
-    )
-    if scale.shape != (1,) or zero_point.shape != (1,) or not np.issubdtype(zero_point.dtype, np.integer):
+    data, scale, zero_point, dtype_tag = _get(name, arrays, QUANT_FIELDS)
+    # Exact wire dtypes: a complex scale would be silently cut to its real part, and a
+    # timedelta64 zero point counts as np.integer.
+    _check_field(name, QUANT_SCALE, scale, np.dtype(np.float64), (1,))
+    _check_field(name, QUANT_ZERO_POINT, zero_point, np.dtype(np.int64), (1,))
+    if dtype_tag.shape != (0,):
         raise ValueError(
-            f"{name!r}: scale and zero_point must be 1-element arrays, zero_point an integer one"
+            f"{name!r}: {QUANT_DTYPE} must be an empty array (a dtype tag), got shape {dtype_tag.shape}"
         )
-    return QuantizedTensor(np.asarray(data), float(scale[0]), int(zero_point[0]), dtype_tag.dtype)
+    try:
+        return QuantizedTensor(data, float(scale[0]), int(zero_point[0]), dtype_tag.dtype)
+    except ValueError as exc:
+        raise ValueError(f"{name!r}: {exc}") from None
 
 
 def encode_sparse(name: str, s: SparseTensor) -> dict[str, np.ndarray]:
@@ -494,13 +520,21 @@ def decode_sparse(name: str, arrays: Mapping[str, np.ndarray]) -> SparseTensor:
     Raises
     ------
     ValueError
-        If a key is missing, the shape is not a 1-D array of integers >= 0, or the
-        indices are out of range, not increasing, or do not match the values.
+        If a key is missing, the shape is not a 1-D int64 array of values >= 0, the
+        indices are not a 1-D int32 or int64 array, or they are out of range, not
+        strictly increasing, or do not match the values.
     """
     indices, values, shape = _get(name, arrays, (SPARSE_INDICES, SPARSE_VALUES, SPARSE_SHAPE))
-    if shape.ndim != 1 or not np.issubdtype(shape.dtype, np.integer) or np.any(shape < 0):
-        raise ValueError(f"{name!r}: shape must be a 1-D array of integers >= 0, got {shape!r}")
-    return SparseTensor(np.asarray(indices), np.asarray(values), tuple(int(d) for d in shape))
+    if shape.ndim != 1 or shape.dtype != np.int64 or np.any(shape < 0):
+        raise ValueError(f"{name!r}: {SPARSE_SHAPE} must be a 1-D int64 array of values >= 0, got {shape!r}")
+    # Signed only: unsigned indices compare and subtract differently (and timedelta64 is
+    # an np.integer); the encoder only ever writes these two.
+    if indices.dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
+        raise ValueError(f"{name!r}: {SPARSE_INDICES} must be int32 or int64, got {indices.dtype}")
+    try:
+        return SparseTensor(indices, values, tuple(int(d) for d in shape))
+    except ValueError as exc:
+        raise ValueError(f"{name!r}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- #
@@ -519,7 +553,19 @@ def _get(name: str, arrays: Mapping[str, np.ndarray], fields: tuple[str, ...]) -
     missing = [array_key(name, f) for f in fields if array_key(name, f) not in arrays]
     if missing:
         raise ValueError(f"encoded arrays are missing keys {missing}")
-    return [np.asarray(arrays[array_key(name, f)]) for f in fields]
+    values = [arrays[array_key(name, f)] for f in fields]
+    for field, value in zip(fields, values, strict=True):
+        if not isinstance(value, np.ndarray) or value.dtype.hasobject:
+            raise ValueError(f"{name!r}: {field} must be a numeric numpy array, got {type(value).__name__}")
+    return values
+
+
+def _check_field(name: str, field: str, value: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """Raise ``ValueError`` unless ``value`` has exactly ``dtype`` and ``shape``."""
+    if value.dtype != dtype or value.shape != shape:
+        raise ValueError(
+            f"{name!r}: {field} must be {dtype} of shape {shape}, got {value.dtype}{value.shape}"
+        )
 
 
 # --------------------------------------------------------------------------- #
@@ -533,8 +579,18 @@ COMPRESSION_KEY = "compression"
 TOPK_FRACTION_KEY = "topk-fraction"
 #: Reply record holding the encoded update, instead of the model under ``arrays``.
 COMPRESSED_KEY = "compressed-update"
-#: Field of a layer sent as is: integer tensors (e.g. BatchNorm's ``num_batches_tracked``) under int8.
-RAW_DATA = "raw"
+
+
+def is_compressed(dtype: np.dtype | type) -> bool:
+    """Whether layers of ``dtype`` are sent in a compressed update: floating dtypes only.
+
+    Arrays of any other dtype (BatchNorm's int64 ``num_batches_tracked``, a bool mask)
+    are buffers, not parameters: the server keeps the previous global model's values, so
+    sending them would cost bytes for nothing, and quantizing or top-k selecting a
+    counter is wrong (a step of 100 batches would win every top-k selection and sit in
+    the error-feedback residual). The decoded reply carries the global model's values.
+    """
+    return bool(np.issubdtype(np.dtype(dtype), np.floating))
 
 
 def topk_count(size: int, fraction: float) -> int:
@@ -550,18 +606,18 @@ def encode_update(
     topk_fraction: float = 1.0,
     feedback: ErrorFeedback | None = None,
 ) -> dict[str, np.ndarray]:
-    """Encode a whole model update ``deltas`` (one array per layer) in the wire format.
+    """Encode a model update ``deltas`` (one array per floating layer) in the wire format.
 
     Parameters
     ----------
     names : list of str
-        Layer names, in the order of ``deltas``.
+        Names of the model's floating layers (:func:`is_compressed`), in the order of
+        ``deltas``; other layers are not sent.
     deltas : list of np.ndarray
-        The update of each layer (local model − global model).
+        The update of each of those layers (local model − global model).
     scheme : str
-        ``int8``: each floating layer quantized with its own scale and zero point,
-        integer layers sent raw. ``topk``: each layer sparsified to
-        :func:`topk_count` entries, through ``feedback`` if given.
+        ``int8``: each layer quantized with its own scale and zero point. ``topk``:
+        each layer sparsified to :func:`topk_count` entries, through ``feedback`` if given.
     topk_fraction : float, default 1.0
         Share of each layer's entries top-k sends, in (0, 1].
     feedback : ErrorFeedback, optional
@@ -575,7 +631,8 @@ def encode_update(
     Raises
     ------
     ValueError
-        On an unknown scheme or a fraction outside (0, 1], or an invalid tensor.
+        On an unknown scheme, a fraction outside (0, 1], a layer that is not floating
+        point, or an invalid tensor.
     """
     if scheme not in ("int8", "topk"):
         raise ValueError(f"scheme must be 'int8' or 'topk', got {scheme!r}")
@@ -584,11 +641,12 @@ def encode_update(
     encoded: dict[str, np.ndarray] = {}
     for name, delta in zip(names, deltas, strict=True):
         arr = np.asarray(delta)
+        if not is_compressed(arr.dtype):
+            raise ValueError(
+                f"layer {name!r} has dtype {arr.dtype}: only floating layers are sent, leave it out"
+            )
         if scheme == "int8":
-            if np.issubdtype(arr.dtype, np.floating):
-                encoded.update(encode_quantized(name, quantize_uint8(arr)))
-            else:
-                encoded[array_key(name, RAW_DATA)] = arr
+            encoded.update(encode_quantized(name, quantize_uint8(arr)))
             continue
         k = topk_count(arr.size, topk_fraction)
         sparse = feedback.compress(name, arr, k=k) if feedback is not None else topk_sparsify(arr, k=k)
@@ -605,12 +663,16 @@ def decode_update(
 ) -> dict[str, np.ndarray]:
     """Decode what :func:`encode_update` produced, checking it against the model.
 
+    Every field is checked (dtype, shape, range) before it is used, so malformed input
+    raises ``ValueError`` and nothing else, and no array larger than the model's layer is
+    allocated.
+
     Parameters
     ----------
     arrays : Mapping[str, np.ndarray]
         The encoded arrays, as received.
     expected : Mapping[str, tuple]
-        Layer name → (shape, dtype) of the global model.
+        Layer name → (shape, dtype) of the whole global model, every dtype included.
     scheme : str
         The scheme the server asked for (``int8`` or ``topk``).
     topk_fraction : float, default 1.0
@@ -620,7 +682,8 @@ def decode_update(
     Returns
     -------
     dict[str, np.ndarray]
-        Layer name → dense update, with the expected shape and dtype.
+        Layer name → dense update, with the expected shape and dtype, for every floating
+        layer of ``expected``; layers of other dtypes are not sent and have no entry.
 
     Raises
     ------
@@ -630,34 +693,35 @@ def decode_update(
     """
     if scheme not in ("int8", "topk"):
         raise ValueError(f"scheme must be 'int8' or 'topk', got {scheme!r}")
-    fields_of: dict[str, tuple[str, ...]] = {}
-    for name, (_, dtype) in expected.items():
-        if scheme == "topk":
-            fields_of[name] = (SPARSE_INDICES, SPARSE_VALUES, SPARSE_SHAPE)
-        elif np.issubdtype(np.dtype(dtype), np.floating):
-            fields_of[name] = (QUANT_DATA, QUANT_SCALE, QUANT_ZERO_POINT, QUANT_DTYPE)
-        else:
-            fields_of[name] = (RAW_DATA,)
-    wanted = {array_key(name, f) for name, fields in fields_of.items() for f in fields}
+    fields = (SPARSE_INDICES, SPARSE_VALUES, SPARSE_SHAPE) if scheme == "topk" else QUANT_FIELDS
+    layers = {
+        name: (tuple(shape), np.dtype(dtype))
+        for name, (shape, dtype) in expected.items()
+        if is_compressed(dtype)
+    }
+    wanted = {array_key(name, f) for name in layers for f in fields}
     extra = sorted(set(arrays) - wanted)
     if extra:
         raise ValueError(f"unexpected keys {extra[:5]} for compression={scheme!r}")
     deltas: dict[str, np.ndarray] = {}
-    for name, (shape, dtype) in expected.items():
-        shape, dtype = tuple(shape), np.dtype(dtype)
-        if fields_of[name] == (RAW_DATA,):
-            (dense,) = _get(name, arrays, (RAW_DATA,))
-        elif scheme == "int8":
-            dense = dequantize(decode_quantized(name, arrays))
+    for name, (shape, dtype) in layers.items():
+        if scheme == "int8":
+            quantized = decode_quantized(name, arrays)
+            if quantized.shape != shape or quantized.dtype != dtype:
+                raise ValueError(
+                    f"{name!r}: quantized {quantized.dtype}{quantized.shape}, the model has {dtype}{shape}"
+                )
+            dense = dequantize(quantized)
         else:
             sparse = decode_sparse(name, arrays)
+            # Checked before densify allocates the claimed shape.
+            if sparse.shape != shape or sparse.dtype != dtype:
+                raise ValueError(
+                    f"{name!r}: sparse {sparse.dtype}{sparse.shape}, the model has {dtype}{shape}"
+                )
             k = topk_count(math.prod(shape), topk_fraction)
-            if sparse.shape != shape:  # checked before densify allocates the claimed shape
-                raise ValueError(f"{name!r}: sparse shape {sparse.shape}, the model has {shape}")
             if sparse.indices.size != k:
                 raise ValueError(f"{name!r}: {sparse.indices.size} top-k entries, expected k={k}")
             dense = densify(sparse)
-        if dense.shape != shape or dense.dtype != dtype:
-            raise ValueError(f"{name!r}: decoded {dense.dtype}{dense.shape}, the model has {dtype}{shape}")
         deltas[name] = dense
     return deltas

@@ -34,6 +34,8 @@ INVALID_METRIC_TYPE = "invalid-metric-type"
 # Set by the Flower glue (strategies/validation.py), which sees records, not arrays.
 MISSING_RECORDS = "missing-records"
 MALFORMED_ARRAY = "malformed-array"
+# Set by the compression wrapper (strategies/compressed.py): the compressed update cannot be decoded.
+MALFORMED_COMPRESSED = "malformed-compressed"
 
 ARRAY_REASONS = (
     MISSING_ARRAYS,
@@ -50,7 +52,7 @@ NUM_EXAMPLES_REASONS = (
     NUM_EXAMPLES_TOO_LARGE,
 )
 METRIC_REASONS = (NON_FINITE_METRIC, INVALID_METRIC_TYPE)
-RECORD_REASONS = (MISSING_RECORDS, MALFORMED_ARRAY)
+RECORD_REASONS = (MISSING_RECORDS, MALFORMED_ARRAY, MALFORMED_COMPRESSED)
 REASONS = ARRAY_REASONS + NUM_EXAMPLES_REASONS + METRIC_REASONS + RECORD_REASONS
 
 # Flower's convention for the example count in a train reply's metrics.

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from torch import nn
 
 from client_app.app import app
-from client_app.compression import RESIDUAL_KEY
+from client_app.compression import RESIDUAL_KEY, reply_arrays
 from server_app.app import client_configs
 from strategies.compressed import CompressedStrategy
 from strategies.compression import COMPRESSED_KEY, topk_count
+from strategies.fedavg import FedAvg
 from strategies.records import from_layers, to_layers
 from strategies.registry import build_strategy
 from tasks.config import AppConfig
 from tasks.models import build_model
-from tasks.train import get_weights
-from tests.conftest import DIGITS_TRAIN_CONFIG, AppGrid
+from tasks.train import get_weights, train
+from tests.conftest import DIGITS_TRAIN_CONFIG, AppGrid, FakeGrid, make_reply
 
 
 def initial_model() -> tuple[list[str], list[np.ndarray]]:
@@ -139,3 +142,61 @@ def test_topk_rounds_over_real_clients_count_exactly_the_bytes_they_send() -> No
     # 8 bytes per kept entry (index and value) instead of 4 per entry, plus headers: ~25%.
     assert metrics["bytes_up"] < 0.3 * metrics["bytes_up_uncompressed"]
     assert all(RESIDUAL_KEY in c.state.array_records for c in grid.contexts.values())
+
+
+# ----------------------------------------------------------------------- BatchNorm buffers
+def batchnorm_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, kernel_size=3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 10),
+    )
+
+
+@pytest.mark.parametrize("scheme", ["int8", "topk"])
+def test_batchnorm_counter_is_not_compressed_and_the_server_keeps_the_global_value(scheme: str) -> None:
+    # Prepare: a global model whose counter says 7 batches, trained locally on 100 more.
+    model = batchnorm_model()
+    model.get_submodule("1").num_batches_tracked.fill_(7)
+    names = list(model.state_dict())
+    global_layers = get_weights(model)
+    generator = torch.Generator().manual_seed(1)
+    x, y = torch.randn(200, 1, 8, 8, generator=generator), torch.randint(0, 10, (200,), generator=generator)
+    train(model, x, y, epochs=1, batch_size=2, learning_rate=0.05)
+    local = get_weights(model)
+    counter = "1.num_batches_tracked"
+    assert local[names.index(counter)] == 107 and global_layers[names.index(counter)].dtype == np.int64
+    floating = [n for n, a in zip(names, global_layers, strict=True) if a.dtype != np.int64]
+
+    strategy = CompressedStrategy(
+        FedAvg(min_train_nodes=1, min_available_nodes=1), scheme=scheme, topk_fraction=0.5
+    )
+    (msg,) = strategy.configure_train(1, from_layers(names, global_layers), ConfigRecord(), FakeGrid([1]))
+    state = RecordDict()
+
+    # Execute: the client's reply, decoded and aggregated by the server.
+    key, encoded = reply_arrays(names, global_layers, local, msg.content["config"], state)
+    reply = make_reply(1, metrics={"num-examples": 200}, extra={key: encoded})
+    (decoded,), malformed = strategy.decode_replies(1, [reply])
+    released, _ = strategy.aggregate_train(1, [reply])
+
+    # Assert: nothing of the counter is sent, quantized, selected or kept as a residual ...
+    assert key == COMPRESSED_KEY and not any(k.startswith(counter + "/") for k in encoded)
+    assert {k.split("/")[0] for k in encoded} == set(floating)
+    if scheme == "topk":
+        assert list(state[RESIDUAL_KEY]) == floating
+    # ... yet the decoded reply carries every array with its dtype and shape, so it validates.
+    assert malformed == []
+    got = dict(zip(names, to_layers(decoded.content["arrays"], names), strict=True))
+    for name, g, loc in zip(names, global_layers, local, strict=True):
+        assert got[name].dtype == g.dtype and got[name].shape == g.shape
+        if name in floating:
+            assert np.abs(got[name] - loc).max() <= np.abs(loc - g).max() + 1e-6  # an update was applied
+    assert got[counter] == 7  # the global model's counter, not the client's 107
+    assert strategy.stats[1].succeeded == 1 and strategy.stats[1].rejected == {}
+    assert released is not None
+    assert to_layers(released, [counter])[0] == 7
+    assert not np.array_equal(to_layers(released, ["0.weight"])[0], global_layers[0])  # it trained

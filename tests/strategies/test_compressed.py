@@ -226,6 +226,13 @@ MALFORMED = {
     "extra key": lambda r: _replace(r, "head.weight/extra", np.zeros(1, np.uint8)),
     "negative scale": lambda r: _replace(r, "conv.bias/q_scale", np.array([-1.0])),
     "wrong dtype tag": lambda r: _replace(r, "conv.bias/q_dtype", np.empty(0, np.float64)),
+    # A complex scale used to be cut to its real part and aggregated; a timedelta one raised TypeError.
+    "complex scale": lambda r: _replace(r, "conv.bias/q_scale", np.array([0.01 + 0.5j])),
+    "timedelta scale": lambda r: _replace(r, "conv.bias/q_scale", np.array([1], dtype="m8[s]")),
+    "float zero point": lambda r: _replace(r, "head.weight/q_zero_point", np.array([3.0])),
+    "unsigned zero point": lambda r: _replace(
+        r, "head.weight/q_zero_point", np.array([2**64 - 1], np.uint64)
+    ),
     "garbage bytes": lambda r: make_reply(
         r.metadata.src_node_id,
         metrics={"num-examples": 100},
@@ -262,6 +269,42 @@ def test_malformed_compressed_reply_is_rejected_with_a_reason_and_the_rest_aggre
     stats = strategy.stats[1]
     assert stats.rejected == {MALFORMED_COMPRESSED: 1}
     assert stats.failed == 0 and stats.failed_nodes == [] and stats.succeeded == 2
+    assert arrays is not None and expected is not None
+    for a, b in zip(to_layers(arrays, NAMES), to_layers(expected, NAMES), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+TOPK_MALFORMED = {
+    # Unsigned indices out of order passed the first/last-index check (np.diff wrapped
+    # around), then densify raised IndexError out of aggregate_train and ended the run.
+    "unsigned out of range": lambda r: _replace(r, "conv.bias/sp_indices", np.array([2**63, 1], np.uint64)),
+    "unsigned unsorted": lambda r: _replace(r, "conv.bias/sp_indices", np.array([3, 1], np.uint8)),
+    "unsorted": lambda r: _replace(r, "conv.bias/sp_indices", np.array([3, 1], np.int32)),
+    "duplicate": lambda r: _replace(r, "conv.bias/sp_indices", np.array([1, 1], np.int32)),
+    "out of range": lambda r: _replace(r, "conv.bias/sp_indices", np.array([1, 4], np.int32)),
+    "complex values": lambda r: _replace(r, "conv.bias/sp_values", np.array([1 + 1j, 2])),
+    "nan value": lambda r: _replace(r, "conv.bias/sp_values", np.array([np.nan, 2], np.float32)),
+    "float64 values": lambda r: _replace(r, "conv.bias/sp_values", np.array([1.0, 2.0])),
+    "unsigned shape": lambda r: _replace(r, "conv.bias/sp_shape", np.array([4], np.uint64)),
+    "huge shape": lambda r: _replace(r, "conv.bias/sp_shape", np.array([2**62, 2**62])),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TOPK_MALFORMED))
+def test_malformed_topk_reply_is_rejected_never_raised(kind: str) -> None:
+    # conv.bias has 4 entries, so topk-fraction 0.5 sends k = 2 of them.
+    strategy = CompressedStrategy(fedavg(), scheme="topk", topk_fraction=0.5)
+    messages = configure(strategy, [1, 2])
+    replies = [client_reply(m, perturbed(0.05, seed=30 + i)) for i, m in enumerate(messages)]
+    assert to_layers(replies[0].content[COMPRESSED_KEY], ["conv.bias/sp_indices"])[0].shape == (2,)
+    reference = CompressedStrategy(fedavg(), scheme="topk", topk_fraction=0.5)
+    configure(reference, [1, 2])
+
+    arrays, _ = strategy.aggregate_train(1, [TOPK_MALFORMED[kind](replies[0]), replies[1]])
+    expected, _ = reference.aggregate_train(1, replies[1:])
+
+    stats = strategy.stats[1]
+    assert stats.rejected == {MALFORMED_COMPRESSED: 1} and stats.failed == 0 and stats.succeeded == 1
     assert arrays is not None and expected is not None
     for a, b in zip(to_layers(arrays, NAMES), to_layers(expected, NAMES), strict=True):
         np.testing.assert_array_equal(a, b)

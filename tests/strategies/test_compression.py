@@ -14,10 +14,13 @@ from strategies.compression import (
     SparseTensor,
     decode_quantized,
     decode_sparse,
+    decode_update,
     densify,
     dequantize,
     encode_quantized,
     encode_sparse,
+    encode_update,
+    is_compressed,
     nbytes,
     quantize_uint8,
     topk_sparsify,
@@ -401,3 +404,153 @@ def test_dataclasses_validate_direct_construction() -> None:
         QuantizedTensor(np.zeros(2, np.uint8), 1.0, 2**60, np.dtype(np.float32))
     with pytest.raises(ValueError, match="1-D integer"):
         SparseTensor(np.array([0.5]), np.array([1.0]), (2,))
+
+
+# --------------------------------------------------------------------------- #
+# Untrusted fields: every dtype and range checked before decoding (issue 12.7) #
+# --------------------------------------------------------------------------- #
+
+GOOD_QUANTIZED = encode_quantized("w", quantize_uint8(np.array([0.0, 0.5, 1.0], dtype=np.float32)))
+GOOD_SPARSE = encode_sparse("w", topk_sparsify(np.array([0.0, 3.0, -1.0, 2.0], dtype=np.float32), k=2))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("w/q_scale", np.array([0.01 + 2j])),  # complex: used to be cut silently to its real part
+        ("w/q_scale", np.array([1], dtype="m8[s]")),  # timedelta: used to raise TypeError
+        ("w/q_scale", np.array(["0.01"])),
+        ("w/q_scale", np.array([True])),
+        ("w/q_scale", np.array([1], dtype=np.int64)),
+        ("w/q_scale", np.array([0.01], dtype=np.float32)),
+        ("w/q_scale", np.array(0.01)),
+        ("w/q_scale", np.array([0.01, 0.02])),
+        ("w/q_scale", np.array([np.nan])),
+        ("w/q_scale", np.array([np.inf])),
+        ("w/q_scale", np.array([-0.5])),
+        ("w/q_zero_point", np.array([3.0])),
+        ("w/q_zero_point", np.array([3], dtype="m8[s]")),
+        ("w/q_zero_point", np.array([2**64 - 1], dtype=np.uint64)),
+        ("w/q_zero_point", np.array([True])),
+        ("w/q_zero_point", np.array([1 + 0j])),
+        ("w/q_zero_point", np.array([2**60])),
+        ("w/q_zero_point", np.array(3)),
+        ("w/q_dtype", np.empty(0, dtype=np.complex64)),
+        ("w/q_dtype", np.empty(0, dtype="m8[s]")),
+        ("w/q_dtype", np.zeros(3, dtype=np.float32)),
+        ("w/q_data", np.array([0, 1, 2], dtype=np.int8)),
+        ("w/q_data", np.array([0.0, 1.0, 2.0])),
+    ],
+)
+def test_decode_quantized_checks_every_field_and_raises_only_value_error(
+    field: str, value: np.ndarray
+) -> None:
+    # Prepare
+    arrays = GOOD_QUANTIZED | {field: value}
+
+    # Execute / Assert: a clear ValueError naming the layer, never TypeError or a silent cast.
+    with pytest.raises(ValueError, match="'w'"):
+        decode_quantized("w", arrays)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        # Unsigned and out of order: np.diff wrapped around and the first/last check passed.
+        ("w/sp_indices", np.array([3, 1], dtype=np.uint8), "int32 or int64"),
+        ("w/sp_indices", np.array([2**63, 1], dtype=np.uint64), "int32 or int64"),
+        ("w/sp_indices", np.array([1, 3], dtype="m8[s]"), "int32 or int64"),
+        ("w/sp_indices", np.array([1.0, 3.0]), "int32 or int64"),
+        ("w/sp_indices", np.array([1 + 0j, 3 + 0j]), "int32 or int64"),
+        ("w/sp_indices", np.array([3, 1], dtype=np.int32), "increasing"),
+        ("w/sp_indices", np.array([1, 1], dtype=np.int32), "increasing"),
+        ("w/sp_indices", np.array([-1, 3], dtype=np.int32), r"\[0, 4\)"),
+        ("w/sp_indices", np.array([1, 4], dtype=np.int64), r"\[0, 4\)"),
+        ("w/sp_indices", np.array([[1, 3]], dtype=np.int32), "1-D"),
+        ("w/sp_values", np.array([3.0 + 1j, 2.0]), "floating or integer"),
+        ("w/sp_values", np.array([np.nan, 2.0], dtype=np.float32), "finite"),
+        ("w/sp_values", np.array([3.0], dtype=np.float32), "shape"),
+        ("w/sp_shape", np.array([4], dtype=np.uint64), "int64"),
+        ("w/sp_shape", np.array([4.0]), "int64"),
+        ("w/sp_shape", np.array(4), "int64"),
+        ("w/sp_shape", np.array([-4]), ">= 0"),
+    ],
+)
+def test_decode_sparse_checks_every_field_and_raises_only_value_error(
+    field: str, value: np.ndarray, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        decode_sparse("w", GOOD_SPARSE | {field: value})
+
+
+def test_sparse_tensor_checks_every_index_whatever_its_integer_dtype() -> None:
+    # Unsigned indices out of order: the range and order checks must not rely on the first
+    # and last index, nor on np.diff (which wraps around for unsigned dtypes).
+    with pytest.raises(ValueError, match="increasing"):
+        SparseTensor(np.array([3, 1], dtype=np.uint8), np.ones(2), (4,))
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        SparseTensor(np.array([2**63, 1], dtype=np.uint64), np.ones(2), (4,))
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        SparseTensor(np.array([0, 9, 3]), np.ones(3), (4,))
+    # timedelta64 is an np.integer to NumPy, but neither an index nor a value.
+    with pytest.raises(ValueError, match="1-D integer"):
+        SparseTensor(np.array([0, 1], dtype="m8[s]"), np.ones(2), (4,))
+    with pytest.raises(ValueError, match="floating or integer"):
+        SparseTensor(np.array([0, 1]), np.array([1, 2], dtype="m8[s]"), (4,))
+
+
+def test_quantized_tensor_rejects_a_non_real_scale_with_value_error() -> None:
+    with pytest.raises(ValueError, match="real number"):
+        QuantizedTensor(np.zeros(2, np.uint8), 1 + 1j, 0, np.dtype(np.float32))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="integer"):
+        QuantizedTensor(np.zeros(2, np.uint8), 1.0, 0.5, np.dtype(np.float32))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="real number"):
+        QuantizedTensor(np.zeros(2, np.uint8), np.timedelta64(1), 0, np.dtype(np.float32))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="integer"):
+        QuantizedTensor(np.zeros(2, np.uint8), 1.0, np.timedelta64(1), np.dtype(np.float32))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- #
+# Integer buffers are not parameters: not compressed, not sent                #
+# --------------------------------------------------------------------------- #
+
+#: A BatchNorm layer's state: float parameters and running stats, an int64 counter.
+BN_SPEC = {
+    "bn.weight": ((3,), np.dtype(np.float32)),
+    "bn.running_mean": ((3,), np.dtype(np.float32)),
+    "bn.num_batches_tracked": ((), np.dtype(np.int64)),
+    "mask": ((2, 2), np.dtype(np.bool_)),
+}
+BN_FLOAT = ["bn.weight", "bn.running_mean"]
+
+
+def test_only_floating_dtypes_are_compressed() -> None:
+    assert [is_compressed(d) for d in (np.float16, np.float32, np.float64)] == [True] * 3
+    assert [is_compressed(d) for d in (np.int64, np.uint8, np.bool_, np.complex64, "m8[s]")] == [False] * 5
+
+
+@pytest.mark.parametrize("scheme", ["int8", "topk"])
+def test_encode_update_refuses_an_integer_layer(scheme: str) -> None:
+    # Quantizing a counter, or letting its step of 100 batches into top-k and the residual, is wrong.
+    with pytest.raises(ValueError, match=r"'bn.num_batches_tracked' has dtype int64: only floating"):
+        encode_update(["bn.num_batches_tracked"], [np.array(100)], scheme=scheme, topk_fraction=1.0)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "topk"])
+def test_integer_layers_are_not_on_the_wire_and_decode_to_no_update(scheme: str) -> None:
+    # Prepare: what a client sends for the floating layers of BN_SPEC.
+    deltas = [np.array([0.5, -1.0, 2.0], np.float32), np.array([0.1, 0.0, -0.1], np.float32)]
+    encoded = encode_update(BN_FLOAT, deltas, scheme=scheme, topk_fraction=1.0)
+
+    # Execute
+    decoded = decode_update(encoded, BN_SPEC, scheme=scheme, topk_fraction=1.0)
+
+    # Assert: no key of an integer layer is sent; only the floating layers decode.
+    assert {key.split("/")[0] for key in encoded} == set(BN_FLOAT)
+    assert list(decoded) == BN_FLOAT
+    for name, delta in zip(BN_FLOAT, deltas, strict=True):
+        assert decoded[name].dtype == np.float32
+        np.testing.assert_allclose(decoded[name], delta, atol=3.0 / 255)
+    # A counter sent anyway (as the old int8 format did) is an unexpected key.
+    with pytest.raises(ValueError, match="unexpected keys"):
+        decode_update(encoded | {"bn.num_batches_tracked/raw": np.array(100)}, BN_SPEC, scheme=scheme)
