@@ -65,6 +65,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from strategies.buffers import is_parameter
+
 _LEVELS = 255
 # Keeps |zero_point| <= 2**40 < 2**53, so (q - zero_point) is exact in float64.
 _MIN_RELATIVE_SCALE = 2.0**-40
@@ -589,8 +591,9 @@ def is_compressed(dtype: np.dtype | type) -> bool:
     sending them would cost bytes for nothing, and quantizing or top-k selecting a
     counter is wrong (a step of 100 batches would win every top-k selection and sit in
     the error-feedback residual). The decoded reply carries the global model's values.
+    This is the project's one rule for buffers (:func:`strategies.buffers.is_parameter`).
     """
-    return bool(np.issubdtype(np.dtype(dtype), np.floating))
+    return is_parameter(dtype)
 
 
 def topk_count(size: int, fraction: float) -> int:
