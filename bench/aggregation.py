@@ -30,9 +30,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, Metric
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from flwr.supercore.task_identity import TaskIdentity
 
-from strategies.aggregate import weighted_average
-from strategies.records import from_layers, npy_array, to_layers
-from strategies.registry import REGISTRY, build_strategy
+from strategies.core.records import from_layers, npy_array, to_layers
+from strategies.core.registry import REGISTRY, build_strategy
+from strategies.numeric.aggregate import weighted_average
 from tasks.config import AppConfig
 from tasks.models import build_model
 

@@ -2,7 +2,7 @@
 
 Both runs use Flower's simulation engine (``flwr run``) with 10 virtual SuperNodes, the
 same seed and the same ``device-slowdown`` (each node's factor is drawn from the seed
-and its partition, client_app/slowdown.py), so they face identical devices. Every
+and its partition, harness/slowdown.py), so they face identical devices. Every
 node gets its own Ray actor (Ray is told there are 10 CPUs), so a slow device that
 sleeps does not hold up another device's training, as on real phones; the real 2
 cores are shared by whichever nodes are computing at the moment.

@@ -26,7 +26,7 @@ import torch
 from bench.localflower import REPO, start_local_flower, stop_process_tree
 from bench.machine import machine_info
 from bench.sim import run_app
-from strategies.records import npy_array
+from strategies.core.records import npy_array
 from tasks.models import build_model
 from tasks.train import get_weights
 

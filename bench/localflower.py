@@ -5,6 +5,6 @@ and ports and returns its PID; ``stop_process_tree`` ends it and everything it s
 (SuperExec, the simulation process, Ray) by process group.
 """
 
-from tests.conftest import BIN, REPO, LocalFlower, process_groups, start_local_flower, stop_process_tree
+from harness.processes import BIN, REPO, LocalFlower, process_groups, start_local_flower, stop_process_tree
 
 __all__ = ["BIN", "REPO", "LocalFlower", "process_groups", "start_local_flower", "stop_process_tree"]

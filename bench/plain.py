@@ -3,7 +3,7 @@
 Each round samples the same number of partitions with the app's seeded sampler, and for
 each one does what the app's client does (copy the global weights into the model, train
 with ``tasks.train.train``, copy the weights out), then the example-weighted average
-(``strategies.aggregate.weighted_average``, NumPy only) and the weighted evaluation on
+(``strategies.numeric.aggregate.weighted_average``, NumPy only) and the weighted evaluation on
 sampled partitions with ``tasks.train.test``. Data and model are built once per partition
 and reused, as the app's workers do. Run as ``python -m bench.plain '<json>'`` so that it
 is a fresh process with its own torch thread setting; it prints one JSON line.
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from strategies.aggregate import weighted_average
-from strategies.sampling import EVALUATE, TRAIN, round_rng, sample_ids, sample_size
+from strategies.core.sampling import EVALUATE, TRAIN, round_rng, sample_ids, sample_size
+from strategies.numeric.aggregate import weighted_average
 from tasks.config import AppConfig
 from tasks.loading import client_data, dataset_for
 from tasks.models import build_model

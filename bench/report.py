@@ -303,11 +303,11 @@ outside the app.
 
 What changed:
 
-1. `strategies/aggregate.py`: `weighted_average` accumulates with BLAS axpy
+1. `strategies/numeric/aggregate.py`: `weighted_average` accumulates with BLAS axpy
    (`scipy.linalg.blas.saxpy`/`daxpy`) straight from the read-only reply views, in 128K-element
    blocks so the accumulator block stays in L2 while every reply streams past it once; the
    only memory written is the output. Before: multiply each reply into a temporary, then add.
-2. `strategies/records.py`: `array_view` copies only the header bytes and caches parsed
+2. `strategies/core/records.py`: `array_view` copies only the header bytes and caches parsed
    headers (a round's replies repeat the model's headers), so it is zero-copy now;
    `from_layers` writes `.npy` bytes with one copy (`npy_array`) instead of `np.save`'s three
    (same bytes as `Array(ndarray)`; it also keeps 0-d arrays 0-d).
@@ -315,7 +315,7 @@ What changed:
    architecture (every call overwrites all parameters and buffers first); a model per
    partition held, with 1000 virtual nodes, up to 1000 copies of the weights and gradients
    (12.7 MiB each for the MNIST CNN) in every actor.
-4. `strategies/dp_fedavg.py`, `strategies/dp_math.py`: DP-FedAvg kept every client's
+4. `strategies/wrappers/dp_fedavg.py`, `strategies/numeric/dp.py`: DP-FedAvg kept every client's
    float64 update next to its clipped copy, and the weighted sum stacked all clients per
    layer: 63 models of extra memory at K = 10 (6 per client), so K = 100 was predicted at
    3.9 GiB and not run. Clients are now clipped one at a time and the sum accumulates in

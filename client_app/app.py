@@ -21,12 +21,12 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client_app.attack import attack_info, is_attacker, poison_data, poison_update
 from client_app.client import TorchClient
 from client_app.compression import reply_arrays
 from client_app.dp import CLIP_NORM_KEY, UNCLIPPED_KEY, clip_own_update, fit_client, make_client
-from client_app.slowdown import slow_down
-from strategies.records import (
+from harness.client_attack import attack_info, is_attacker, poison_data, poison_update
+from harness.slowdown import slow_down
+from strategies.core.records import (
     ARRAYS_KEY,
     CONFIG_KEY,
     INFO_KEY,

@@ -1,9 +1,9 @@
 """Client side of update compression: reply with the compressed update, keep the top-k residual.
 
 When the server's train config carries ``compression`` (``int8`` or ``topk``, set by
-``strategies.compressed.CompressedStrategy``), the client replies with
+``strategies.wrappers.compressed.CompressedStrategy``), the client replies with
 ``delta = local - global`` of every floating layer encoded by
-:func:`strategies.compression.encode_update` under the record ``compressed-update``
+:func:`strategies.numeric.compression.encode_update` under the record ``compressed-update``
 instead of the full model under ``arrays``. Integer buffers (BatchNorm's
 ``num_batches_tracked``) are not sent: they are not parameters, and the server keeps
 the global model's values for them.
@@ -27,7 +27,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.supercore import log
 
-from strategies.compression import (
+from strategies.core.records import ARRAYS_KEY, from_layers, to_layers
+from strategies.numeric.compression import (
     COMPRESSED_KEY,
     COMPRESSION_KEY,
     TOPK_FRACTION_KEY,
@@ -35,7 +36,6 @@ from strategies.compression import (
     encode_update,
     is_compressed,
 )
-from strategies.records import ARRAYS_KEY, from_layers, to_layers
 
 #: ``context.state`` record holding the top-k residual of every layer.
 RESIDUAL_KEY = "topk-residual"
@@ -66,7 +66,7 @@ def reply_arrays(
     tuple of (str, ArrayRecord)
         ``("arrays", model)`` without ``compression`` in the config, else
         ``("compressed-update", encoded update)`` of the floating layers only (integer
-        buffers are not sent; see :func:`strategies.compression.is_compressed`).
+        buffers are not sent; see :func:`strategies.numeric.compression.is_compressed`).
     """
     if COMPRESSION_KEY not in config:
         return ARRAYS_KEY, from_layers(names, new_layers)

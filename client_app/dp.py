@@ -21,7 +21,7 @@ from flwr.app import RecordDict
 from torch import nn
 
 from client_app.client import TorchClient
-from strategies.dp_math import CLIP_NORM_KEY, UNCLIPPED_KEY, clip_update
+from strategies.numeric.dp import CLIP_NORM_KEY, UNCLIPPED_KEY, clip_update
 from tasks.config import AppConfig
 from tasks.loading import ClientData
 

@@ -25,7 +25,7 @@ from flwr.app import ConfigRecord, RecordDict
 from torch import nn
 
 from client_app.client import TorchClient
-from strategies.records import DP_SGD_EPSILON_KEY
+from strategies.core.records import DP_SGD_EPSILON_KEY
 from tasks.dp_train import DPSGDTrainer, check_delta
 from tasks.loading import ClientData
 from tasks.train import get_weights, set_weights

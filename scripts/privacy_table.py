@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import start_local_flower, stop_process_tree  # noqa: E402
+from harness.processes import start_local_flower, stop_process_tree  # noqa: E402
 
 COMMON = (
     "dataset='synthetic' synthetic-devices=100 local-epochs=1 batch-size=20 learning-rate=0.05 "

@@ -13,6 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
+from harness.attacks import choose_attacked
 from server_app.checkpoint import (
     Checkpoint,
     ChecksState,
@@ -24,11 +25,10 @@ from server_app.checkpoint import (
 from server_app.plots import plot_curves
 from server_app.reporting import RoundReporter, node_table
 from server_app.run_dir import RunDirectory, write_json_atomic
-from strategies.attacks import choose_attacked
-from strategies.control import StopTraining
-from strategies.fedavg import NodeReport
-from strategies.records import from_layers, to_layers
-from strategies.registry import build_strategy, get_spec
+from strategies.algorithms.fedavg import NodeReport
+from strategies.core.control import StopTraining
+from strategies.core.records import from_layers, to_layers
+from strategies.core.registry import build_strategy, get_spec
 from tasks.config import AppConfig, ConfigError
 from tasks.data import DataBundle
 from tasks.loading import dataset_for
@@ -66,7 +66,7 @@ def client_configs(cfg: AppConfig, model_name: str, num_classes: int) -> tuple[C
             "weight-decay": cfg.weight_decay,
         }
     )
-    if cfg.device_slowdown != "none":  # simulated slow devices (client_app/slowdown.py)
+    if cfg.device_slowdown != "none":  # simulated slow devices (harness/slowdown.py)
         train.update(
             {
                 "device-slowdown": cfg.device_slowdown,

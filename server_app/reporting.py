@@ -15,8 +15,8 @@ from flwr.app import ArrayRecord, MetricRecord
 from flwr.supercore import log
 
 from server_app.run_dir import RunDirectory
-from strategies.buffers import NON_FINITE_MODEL
-from strategies.fedavg import NodeReport, RoundStats
+from strategies.algorithms.fedavg import NodeReport, RoundStats
+from strategies.core.buffers import NON_FINITE_MODEL
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
@@ -33,7 +33,7 @@ def format_round(row: Mapping[str, Any], num_rounds: int) -> str:
     if row.get("dropped"):
         clients += f", {row['dropped']} dropped"
     rejected = dict(row.get("rejected") or {})
-    # Not a reply: the aggregate itself was not finite (strategies/buffers.py).
+    # Not a reply: the aggregate itself was not finite (strategies/core/buffers.py).
     model_refused = rejected.pop(NON_FINITE_MODEL, 0)
     if rejected:
         clients += f", {sum(rejected.values())} rejected"

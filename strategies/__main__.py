@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from strategies.registry import REGISTRY, StrategySpec, all_specs
+from strategies.core.registry import REGISTRY, StrategySpec, all_specs
 from tasks.config import ConfigError
 
 

@@ -11,11 +11,11 @@ from torch import nn
 from client_app.app import app
 from client_app.compression import RESIDUAL_KEY, reply_arrays
 from server_app.app import client_configs
-from strategies.compressed import CompressedStrategy
-from strategies.compression import COMPRESSED_KEY, topk_count
-from strategies.fedavg import FedAvg
-from strategies.records import from_layers, to_layers
-from strategies.registry import build_strategy
+from strategies.algorithms.fedavg import FedAvg
+from strategies.core.records import from_layers, to_layers
+from strategies.core.registry import build_strategy
+from strategies.numeric.compression import COMPRESSED_KEY, topk_count
+from strategies.wrappers.compressed import CompressedStrategy
 from tasks.config import AppConfig
 from tasks.models import build_model
 from tasks.train import get_weights, train

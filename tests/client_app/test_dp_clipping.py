@@ -5,7 +5,7 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from client_app.app import app
 from client_app.dp import CLIP_NORM_KEY, UNCLIPPED_KEY, clip_own_update
-from strategies.records import from_layers, to_layers
+from strategies.core.records import from_layers, to_layers
 from tasks.models import build_model
 from tasks.train import get_weights
 from tests.conftest import DIGITS_TRAIN_CONFIG

@@ -15,7 +15,7 @@ from client_app.dpsgd import (
     load_privacy_history,
     store_privacy_history,
 )
-from strategies.records import from_layers, to_layers
+from strategies.core.records import from_layers, to_layers
 from tasks.loading import ClientData
 from tasks.models import build_model
 from tasks.train import get_weights

@@ -5,7 +5,7 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from client_app.app import app
-from strategies.records import from_layers, to_layers
+from strategies.core.records import from_layers, to_layers
 from tasks.data import DatasetError
 from tasks.models import build_model
 from tasks.train import get_weights

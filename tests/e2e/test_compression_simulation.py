@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from strategies.compression import topk_count
+from strategies.numeric.compression import topk_count
 from tasks.models import build_model
 from tasks.train import get_weights
 from tests.conftest import LocalFlower

@@ -256,7 +256,7 @@ def test_a_stalled_superlink_fails_the_run_keeping_rounds_and_checkpoint(
 ) -> None:
     import threading
 
-    from strategies import deadline
+    from strategies.core import deadline
 
     # Prepare: round-timeout 0.5 s and a 0.2 s grace.
     monkeypatch.setattr(deadline, "MIN_GRACE_S", 0.2)

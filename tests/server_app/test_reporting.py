@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from server_app.reporting import node_status, node_table
-from strategies.fedavg import NodeReport, RoundStats
+from strategies.algorithms.fedavg import NodeReport, RoundStats
 
 
 def rows_by_node(table: str) -> dict[int, str]:

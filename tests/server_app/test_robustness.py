@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from flwr.app import Context, RecordDict
 
+from harness.attacks import choose_attacked
 from server_app.app import main
-from strategies.attacks import choose_attacked
 from tests.conftest import AppGrid
 
 NUM_CLIENTS = 10

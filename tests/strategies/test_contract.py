@@ -37,8 +37,8 @@ from flwr.app import ArrayRecord, MessageType
 
 from client_app.client import TorchClient
 from server_app.app import client_configs
-from strategies.records import from_layers, to_layers
-from strategies.registry import StrategySpec, all_specs, build_strategy, get_spec
+from strategies.core.records import from_layers, to_layers
+from strategies.core.registry import StrategySpec, all_specs, build_strategy, get_spec
 from tasks.config import AppConfig, ConfigError, Key
 from tasks.loading import client_data, dataset_for
 from tasks.models import build_model
@@ -244,7 +244,7 @@ def test_a_round_where_every_reply_failed_releases_nothing_malformed(
 
 
 # --------------------------------------------------------------------------- #
-# Integer buffers and overflow (strategies/buffers.py)                        #
+# Integer buffers and overflow (strategies/core/buffers.py)                        #
 # --------------------------------------------------------------------------- #
 
 COUNTER = "bn.num_batches_tracked"

@@ -25,8 +25,8 @@ from flwr.app import Array, ArrayRecord, MetricRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strategies.records import from_layers
-from strategies.registry import REGISTRY
+from strategies.core.records import from_layers
+from strategies.core.registry import REGISTRY
 from tests.conftest import FakeGrid, config_record, make_reply
 from tests.strategies.test_contract import GLOBAL, NAMES_OF_LAYERS, as_dict, build, num_valid_replies
 

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from client_app.client import TorchClient
-from strategies.aggregate import weighted_average
+from strategies.numeric.aggregate import weighted_average
 from tasks.data import least_squares, linreg_arrays
 from tasks.loading import ClientData
 from tasks.models import build_model

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from strategies.fedavg import FedAvg
-from strategies.registry import StrategySpec, common_kwargs
+from strategies.algorithms.fedavg import FedAvg
+from strategies.core.registry import StrategySpec, common_kwargs
 from tasks.config import Key, at_least, in_range
 
 

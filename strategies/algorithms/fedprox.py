@@ -1,0 +1,50 @@
+"""FedProx: FedAvg with a proximal term on the clients and partial work aggregated.
+
+Li et al. 2020, "Federated Optimization in Heterogeneous Networks" (arXiv:1812.06127).
+Each client minimizes F_k(w) + (μ/2)·‖w − w_global‖² (squared L2 norm; gradient
+μ·(w − w_global)); the server sends μ as ``proximal-mu`` every round. Stragglers'
+partial work (1..E−1 epochs) is aggregated, weighted by n_k, where FedAvg drops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from logging import INFO, WARNING
+
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from strategies.algorithms.fedavg import FedAvg
+
+
+class FedProx(FedAvg):
+    """FedAvg plus ``proximal-mu`` in every train config; stragglers are aggregated.
+
+    Parameters
+    ----------
+    proximal_mu : float
+        μ >= 0 (0 with full local work is FedAvg).
+    **kwargs
+        As for :class:`strategies.algorithms.fedavg.FedAvg`.
+    """
+
+    aggregates_stragglers = True
+
+    def __init__(self, *, proximal_mu: float = 0.0, **kwargs: object) -> None:
+        if proximal_mu < 0:
+            raise ValueError(f"proximal-mu={proximal_mu} must be >= 0")
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.proximal_mu = proximal_mu
+        if proximal_mu == 0:
+            log(WARNING, "FedProx with proximal-mu=0 differs from FedAvg only in keeping stragglers")
+
+    def summary(self) -> None:
+        log(INFO, "\t├──> FedProx: proximal-mu = %s", self.proximal_mu)
+        super().summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        config["proximal-mu"] = self.proximal_mu
+        return super().configure_train(server_round, arrays, config, grid)

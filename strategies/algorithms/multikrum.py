@@ -1,0 +1,39 @@
+"""Multi-Krum.
+
+Blanchard et al. 2017, "Machine Learning with Adversaries: Byzantine Tolerant Gradient
+Descent" (arXiv:1703.02757): score each client by the summed squared distance to its
+n − f − 2 nearest neighbours, average the m best-scored clients (m = 1 is Krum). The
+guarantee needs n > 2f + 2 and 1 ≤ m ≤ n − f.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from strategies.algorithms.robust_base import RobustFedAvg
+from strategies.numeric.robust import multi_krum, validate_krum
+
+
+class MultiKrum(RobustFedAvg):
+    """Multi-Krum; ``num_selected`` m = 0 means n − f."""
+
+    name = "multi-krum"
+
+    def __init__(self, *, num_byzantine: int = 1, num_selected: int = 0, **kwargs: object) -> None:
+        if num_selected < 0:
+            raise ValueError(f"krum-num-selected={num_selected} must be >= 0 (0 means n - f)")
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.num_byzantine = num_byzantine
+        self.num_selected = num_selected
+
+    def _m(self, n: int) -> int:
+        return self.num_selected or n - self.num_byzantine
+
+    def check_guarantee(self, num_clients: int) -> None:
+        validate_krum(
+            num_clients=num_clients, num_byzantine=self.num_byzantine, num_selected=self._m(num_clients)
+        )
+
+    def robust_rule(self, layers: list[list[np.ndarray]], weights: list[float]) -> list[np.ndarray]:
+        aggregate, _ = multi_krum(layers, num_byzantine=self.num_byzantine, num_selected=self._m(len(layers)))
+        return aggregate

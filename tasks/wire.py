@@ -1,0 +1,77 @@
+"""Every key that travels between the ServerApp and the ClientApp, in one place.
+
+Both apps import these names; no other module spells a message key as a string. The
+module imports nothing (no Flower, no NumPy), so a client, a strategy, a test or a tool
+can read the protocol from it alone. Keys are kebab-case, as in Flower's examples.
+
+A train message carries ``RecordDict({ARRAYS: <global model>, CONFIG: <round config>})``;
+the reply carries ``{ARRAYS: <new model>}`` (or ``{COMPRESSED: <encoded update>}``),
+``{METRICS: {NUM_EXAMPLES, TRAIN_LOSS, TRAIN_SECONDS, ...}}`` and ``{INFO: {DEVICE, ...}}``.
+An evaluate message carries the model and a config; its reply ``{METRICS: {NUM_EXAMPLES,
+LOSS, ACCURACY}}``.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------- record names
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+INFO = "info"
+#: A compressed update in place of ``ARRAYS`` (strategies.wrappers.compressed).
+COMPRESSED = "compressed-update"
+
+# ------------------------------------------------- round config (server → client)
+SERVER_ROUND = "server-round"
+MODEL = "model"
+NUM_CLASSES = "num-classes"
+LOCAL_EPOCHS = "local-epochs"
+BATCH_SIZE = "batch-size"
+LEARNING_RATE = "learning-rate"
+MOMENTUM = "momentum"
+WEIGHT_DECAY = "weight-decay"
+PROXIMAL_MU = "proximal-mu"
+#: FedBuff: the version of the global model a node trains on.
+MODEL_VERSION = "model-version"
+#: User-level DP with client clipping: the clipping norm S (strategies.wrappers.dp_fedavg).
+CLIP_NORM = "dp-clip-norm"
+#: Update compression: the scheme and the top-k fraction.
+COMPRESSION = "compression"
+TOPK_FRACTION = "topk-fraction"
+#: Sample-level DP-SGD on the client (client_app.dpsgd).
+DP_SGD_NOISE_MULTIPLIER = "dp-sgd-noise-multiplier"
+DP_SGD_MAX_GRAD_NORM = "dp-sgd-max-grad-norm"
+DP_SGD_DELTA = "dp-sgd-delta"
+DP_SECURE_NOISE = "dp-secure-noise"
+#: Simulated slow devices (harness.slowdown).
+DEVICE_SLOWDOWN = "device-slowdown"
+DEVICE_SLOWDOWN_MAX = "device-slowdown-max"
+DEVICE_SLOWDOWN_SIGMA = "device-slowdown-sigma"
+DEVICE_SLOWDOWN_SEED = "device-slowdown-seed"
+#: Simulated attacks (harness.client_attack).
+ATTACK = "attack"
+ATTACK_FRACTION = "attack-fraction"
+ATTACK_SCALE = "attack-scale"
+SEED = "seed"
+
+# ------------------------------------------------------ reply metrics (client → server)
+NUM_EXAMPLES = "num-examples"
+TRAIN_LOSS = "train-loss"
+TRAIN_SECONDS = "train-seconds"
+LOSS = "loss"
+ACCURACY = "accuracy"
+#: DP-FedAvg with client clipping: 1 if the update was within the norm (adaptive clipping).
+UNCLIPPED = "dp-unclipped"
+#: DP-SGD: the node's ε over its whole history.
+DP_SGD_EPSILON = "dp-sgd-epsilon"
+SLOWDOWN_FACTOR = "slowdown-factor"
+SLOWDOWN_SECONDS = "slowdown-seconds"
+
+# --------------------------------------------------------- reply info (client → server)
+DEVICE = "device"
+ATTACKER = "attacker"
+
+# ------------------------------------------------------ node config (SuperNode → client)
+PARTITION_ID = "partition-id"
+NUM_PARTITIONS = "num-partitions"
+DATA_PATH = "data-path"

@@ -1,0 +1,112 @@
+"""Simulated attackers, through the real ClientApp train handler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+
+from client_app.app import app
+from harness.attacks import choose_attacked
+from strategies.core.records import from_layers, to_layers
+from tasks.config import AppConfig, ConfigError
+from tasks.models import build_model
+from tasks.train import get_weights
+from tests.conftest import DIGITS_TRAIN_CONFIG
+
+NUM_PARTITIONS = 10
+ATTACKED = choose_attacked(NUM_PARTITIONS, fraction=0.3, seed=42)
+HONEST = next(p for p in range(NUM_PARTITIONS) if p not in ATTACKED)
+TRAIN_CONFIG = {**DIGITS_TRAIN_CONFIG, "server-round": 3}
+_run_ids = iter(range(50_000, 60_000))
+
+
+def train(partition: int, run_config: dict, node_config: dict | None = None) -> tuple[list, list, Message]:
+    """One train call; returns (global, sent, reply)."""
+    torch.manual_seed(0)  # the same global model in every call
+    model = build_model("digits-cnn", (1, 8, 8), 10)
+    names = list(model.state_dict())
+    global_layers = get_weights(model)
+    content = RecordDict({"arrays": from_layers(names, global_layers), "config": ConfigRecord(TRAIN_CONFIG)})
+    msg = Message(content, dst_node_id=5, message_type=MessageType.TRAIN)
+    node = node_config or {"partition-id": partition, "num-partitions": NUM_PARTITIONS}
+    ctx = Context(
+        run_id=next(_run_ids), node_id=5, node_config=node, state=RecordDict(), run_config=run_config
+    )
+    reply = app(msg, ctx)
+    assert not reply.has_error(), reply.error
+    return global_layers, to_layers(reply.content["arrays"], names), reply
+
+
+def delta(a: list, b: list) -> list[np.ndarray]:
+    return [np.asarray(y, np.float64) - np.asarray(x, np.float64) for x, y in zip(a, b, strict=True)]
+
+
+@pytest.mark.parametrize(("attack", "factor"), [("sign-flip", -3.0), ("scale", 3.0)])
+def test_an_attacker_sends_its_honest_update_times_the_attack_factor(attack: str, factor: float) -> None:
+    victim = ATTACKED[0]
+    g, honest, _ = train(victim, {})
+    _, sent, reply = train(victim, {"attack": attack, "attack-fraction": 0.3, "attack-scale": 3.0})
+
+    for d_honest, d_sent in zip(delta(g, honest), delta(g, sent), strict=True):
+        np.testing.assert_allclose(d_sent, factor * d_honest, rtol=1e-4, atol=1e-6)
+    info = reply.content.config_records["info"]
+    assert info["attacker"] is True and info["partition-id"] == victim and info["num-partitions"] == 10
+
+
+def test_honest_partitions_are_untouched_and_say_so() -> None:
+    g, honest, _ = train(HONEST, {})
+    _, sent, reply = train(HONEST, {"attack": "sign-flip", "attack-fraction": 0.3})
+
+    for a, b in zip(honest, sent, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert reply.content.config_records["info"]["attacker"] is False
+
+
+def test_gaussian_attackers_send_seeded_noise_of_the_configured_std() -> None:
+    config = {"attack": "gaussian", "attack-fraction": 0.3, "attack-scale": 0.5}
+    g, sent, _ = train(ATTACKED[0], config)
+    _, again, _ = train(ATTACKED[0], config)
+    _, other, _ = train(ATTACKED[1], config)
+
+    noise = np.concatenate([d.ravel() for d in delta(g, sent)])
+    assert abs(noise.std() - 0.5) < 0.02 and abs(noise.mean()) < 0.02
+    np.testing.assert_array_equal(
+        np.concatenate([a.ravel() for a in again]), np.concatenate([a.ravel() for a in sent])
+    )
+    assert not np.array_equal(sent[0], other[0])  # each attacker draws its own noise
+
+
+def test_label_flip_trains_on_flipped_labels() -> None:
+    victim = ATTACKED[0]
+    g, honest, honest_reply = train(victim, {})
+    _, flipped, reply = train(victim, {"attack": "label-flip", "attack-fraction": 0.3})
+
+    assert reply.content.config_records["info"]["attacker"] is True
+    assert reply.content["metrics"]["num-examples"] == honest_reply.content["metrics"]["num-examples"]
+    assert any(not np.allclose(a, b) for a, b in zip(honest, flipped, strict=True))
+
+
+def test_a_deployed_node_never_attacks(tmp_path) -> None:  # noqa: ANN001
+    from tasks.data import digits_arrays
+
+    x_tr, y_tr, x_te, y_te = digits_arrays(test_fraction=0.5, seed=0)
+    path = tmp_path / "node.npz"
+    np.savez(path, x_train=x_tr[:50], y_train=y_tr[:50], x_test=x_te[:20], y_test=y_te[:20])
+    config = {"attack": "sign-flip", "attack-fraction": 1.0}
+
+    g, honest, _ = train(0, {}, node_config={"data-path": str(path)})
+    _, sent, reply = train(0, config, node_config={"data-path": str(path)})
+
+    for a, b in zip(honest, sent, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert "attacker" not in reply.content.config_records["info"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("attack", "flip"), ("attack-fraction", 1.5), ("attack-scale", 0.0)]
+)
+def test_bad_attack_settings_are_rejected_naming_the_key(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=key):
+        AppConfig.from_run_config({key: value})
