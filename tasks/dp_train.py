@@ -66,11 +66,16 @@ def secure_engine() -> PrivacyEngine:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             engine = PrivacyEngine(accountant="rdp")
-        generator = torch.Generator()
-        generator.manual_seed(secrets.randbits(63))
         engine.secure_mode = True
-        engine.secure_rng = generator
+        engine.secure_rng = device_generator(torch.device("cpu"))
         return engine
+
+
+def device_generator(device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded with 63 bits from ``secrets`` (never from the run seed)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(secrets.randbits(63))
+    return generator
 
 
 class DPSGDTrainer:
@@ -174,6 +179,10 @@ class DPSGDTrainer:
             noise_generator=noise,
             wrap_model=False,
         )
+        if self.engine.secure_mode and x.device.type != "cpu":
+            # secure_mode's one generator also drives the Poisson sampler, which draws on the
+            # CPU; the noise is drawn on the model's device, where a CPU generator fails.
+            dp_optimizer.generator = device_generator(x.device)
         if proximal_mu > 0:
             global_params = [p.detach().clone() for p in model.parameters()]
 
