@@ -324,7 +324,7 @@ def plugin_specs() -> dict[str, StrategySpec]:
     """
     specs: dict[str, StrategySpec] = {}
     builtin = builtin_keys()
-    plugin_keys: dict[str, Declared] = {}
+    plugin_keys: dict[str, tuple[Declared, str]] = {}  # name -> declaration, package
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         package = ep.dist.name if ep.dist is not None else "an unknown package"
         where = f"strategy plug-in {ep.name!r} ({ep.value!r} from package {package!r})"
@@ -352,24 +352,24 @@ def plugin_specs() -> dict[str, StrategySpec]:
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from exc
         for key in spec.keys:
-            owner = builtin.get(key.name) or plugin_keys.get(key.name)
             if key.name in builtin:
                 raise ConfigError(
                     f"{where} declares the key {key.name!r}, which is a built-in run-config key "
                     f"(declared by {builtin[key.name].owner}); plug-ins declare keys of their own "
                     f"(e.g. prefixed with the strategy name)"
                 )
-            if owner is not None:
+            if key.name in plugin_keys:
+                owner, other = plugin_keys[key.name]
                 raise ConfigError(
-                    f"{where} declares the key {key.name!r}, which the plug-in {owner.owner} "
-                    f"already declares; each key has one owner: rename one of them"
+                    f"{where} declares the key {key.name!r}, which the plug-in of package {other!r} "
+                    f"already declares ({owner.owner}); each key has one owner: rename one of them"
                 )
             try:
                 validated(key, key.default)
             except ConfigError as exc:
                 raise ConfigError(f"{where}: the default of its key {key.name!r} is invalid: {exc}") from exc
         if spec.config is not None:
-            plugin_keys.update(declared_keys([spec.config]))
+            plugin_keys.update({name: (d, package) for name, d in declared_keys([spec.config]).items()})
         specs[spec.name] = replace(spec, origin=package)
     return specs
 
