@@ -319,8 +319,9 @@ def plugin_specs() -> dict[str, StrategySpec]:
     ConfigError
         Naming the package, if an entry point fails to load, is not a
         :class:`StrategySpec` (or a callable returning one), is named differently from its
-        spec, reuses a built-in strategy name, another plug-in's name, or a key of
-        :data:`tasks.config.KEYS`, or declares a key whose default fails its own check.
+        spec, reuses a built-in strategy name or another plug-in's name, declares a key a
+        built-in owner or another plug-in already declares (naming that owner), or a key
+        whose default fails its own check.
     """
     specs: dict[str, StrategySpec] = {}
     builtin = builtin_keys()
