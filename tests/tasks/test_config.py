@@ -68,7 +68,8 @@ def test_a_key_declared_by_two_owners_is_refused_naming_both() -> None:
     with pytest.raises(ConfigError) as info:
         declared_keys([_OwnerA, _OwnerB])
     message = str(info.value)
-    assert "'shared-knob'" in message and f"{__name__}._OwnerA" in message and f"{__name__}._OwnerB" in message
+    assert "'shared-knob'" in message
+    assert f"{__name__}._OwnerA" in message and f"{__name__}._OwnerB" in message
 
 
 def test_a_key_inherited_from_its_owner_is_not_a_second_declaration() -> None:
