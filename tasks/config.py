@@ -197,6 +197,9 @@ class Section:
     Building one validates every key (type, range: :func:`validated`), then the
     combinations (:meth:`check_combinations`), so a sub-config that exists is valid,
     whether it came from the run config (:meth:`AppConfig.section`) or from Python.
+    Subclasses are ``@dataclass(frozen=True)`` too; a base class owns the keys it
+    declares, so strategies sharing keys subclass one owner (``ServerOptConfig`` extends
+    ``FedProxConfig``). Field names ``keys`` and ``values`` are taken by the methods.
     """
 
     def __post_init__(self) -> None:

@@ -183,3 +183,33 @@ def test_server_prepare_rejects_a_shape_the_model_cannot_take(tmp_path: Path) ->
         prepare(cfg)
     _, model_name, _ = prepare(AppConfig.from_run_config({"dataset": str(path)}))
     assert model_name == "mnist-cnn"
+
+
+def test_round_config_keys_the_server_forwards_are_declared_run_config_keys() -> None:
+    # The server sends these settings under the same names the run config declares them
+    # (tasks/wire.py); renaming one side alone would send a key no client reads.
+    from tasks import wire
+
+    forwarded = [
+        wire.LOCAL_EPOCHS,
+        wire.BATCH_SIZE,
+        wire.LEARNING_RATE,
+        wire.MOMENTUM,
+        wire.WEIGHT_DECAY,
+        wire.PROXIMAL_MU,
+        wire.CLIP_NORM,
+        wire.COMPRESSION,
+        wire.TOPK_FRACTION,
+        wire.DP_SGD_NOISE_MULTIPLIER,
+        wire.DP_SGD_MAX_GRAD_NORM,
+        wire.DP_SGD_DELTA,
+        wire.DP_SECURE_NOISE,
+        wire.DEVICE_SLOWDOWN,
+        wire.DEVICE_SLOWDOWN_MAX,
+        wire.DEVICE_SLOWDOWN_SIGMA,
+        wire.ATTACK,
+        wire.ATTACK_FRACTION,
+        wire.ATTACK_SCALE,
+        wire.SEED,
+    ]
+    assert [k for k in forwarded if k not in builtin_keys()] == []
