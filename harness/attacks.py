@@ -17,11 +17,33 @@ array per layer) and keep each layer's shape and dtype; the input is not modifie
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TypeGuard
 
 import numpy as np
 
+from tasks.config import Section, declare, in_range, one_of
+
 Layers = list[np.ndarray]
+
+
+#: Values of run-config key ``attack``: what the attacking clients send (README "Reliability").
+ATTACKS = ("none", "sign-flip", "scale", "gaussian", "label-flip")
+
+
+@dataclass(frozen=True)
+class AttackConfig(Section):
+    """Keys of the attack simulation (simulation engine only; README "Reliability")."""
+
+    attack: str = declare(
+        "none",
+        "Byzantine clients: none, sign-flip (−cΔ), scale (cΔ), gaussian (N(0, c²)), label-flip",
+        one_of(*ATTACKS),
+    )
+    attack_fraction: float = declare(0.2, "share of partitions that attack (chosen by seed)", in_range(0, 1))
+    attack_scale: float = declare(
+        10.0, "c of sign-flip / scale; noise std of gaussian", in_range(0, 1e6, lo_open=True)
+    )
 
 
 def _is_int(value: object) -> TypeGuard[int]:

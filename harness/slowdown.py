@@ -27,11 +27,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from logging import WARNING
 from typing import Any
 
 import numpy as np
 from flwr.supercore import log
+
+from tasks.config import Section, declare, in_range, one_of
 
 #: Keys the server puts in the train config (``server_app.app.client_configs``).
 SLOWDOWN_KEY, MAX_KEY, SIGMA_KEY, SEED_KEY = (
@@ -41,6 +44,21 @@ SLOWDOWN_KEY, MAX_KEY, SIGMA_KEY, SEED_KEY = (
     "device-slowdown-seed",
 )
 DISTRIBUTIONS = ("none", "uniform", "lognormal")
+
+
+@dataclass(frozen=True)
+class SlowdownConfig(Section):
+    """Keys of the simulated slow devices (client side; README "Asynchronous FedBuff")."""
+
+    device_slowdown: str = declare(
+        "none",
+        "simulated slow devices: none, uniform (f ~ U[1, max]) or lognormal (f = min(e^{σ|z|}, max))",
+        one_of(*DISTRIBUTIONS),
+    )
+    device_slowdown_max: float = declare(4.0, "largest slowdown factor f", in_range(1, 1000))
+    device_slowdown_sigma: float = declare(1.0, "σ of the lognormal slowdown", in_range(0, 10, lo_open=True))
+
+
 #: Third entry of the generator's seed: keeps these draws apart from other per-partition streams.
 _STREAM = 0x510_3D0E
 

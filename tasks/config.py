@@ -1,17 +1,24 @@
-"""The run configuration: one typed, validated object built once per app.
+"""The run configuration: every key declared once, beside the code that owns it.
 
-Keys are the kebab-case keys of ``[tool.flwr.app.config]`` in ``pyproject.toml``;
-:data:`KEYS` declares each key's type, default and valid range in one place, and a
-test checks that pyproject's defaults equal these. Bad values raise
-:class:`ConfigError` naming the key, the value and what is allowed, before any
-training starts.
+Keys are the kebab-case keys of ``[tool.flwr.app.config]`` in ``pyproject.toml``. A key is
+declared as a field of a frozen dataclass, a :class:`Section`, with :func:`declare` (default,
+help, valid range); its type is the field's annotation and its name the field's name in
+kebab case. Run-level keys (rounds, sampling, timeouts, data, model, local training,
+output, resume, seed) are the fields of :class:`AppConfig` below; each strategy, wrapper
+and simulation feature declares its own keys in its own module and reads them back as a
+typed, frozen sub-config (``cfg.section(FedProxConfig)``). :func:`builtin_sections` lists
+the owners; a key declared by two owners is refused, naming both; a test checks that
+pyproject's table equals the declarations, both ways. Bad values raise
+:class:`ConfigError` naming the key, the value and what is allowed, before any training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+import functools
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 from tasks.data import BUILTIN_DATASETS, HUB_DATASETS, DatasetError, check_dataset_name
 from tasks.models import MODELS
@@ -24,6 +31,10 @@ class ConfigError(ValueError):
     """A run-config value is invalid; the message names the key and the fix."""
 
 
+def _no_check(value: Any) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Key:
     """One run-config key: its type, default, and a check returning an error or None."""
@@ -32,7 +43,7 @@ class Key:
     type: type
     default: Scalar
     help: str
-    check: Callable[[Any], str | None] = lambda v: None
+    check: Callable[[Any], str | None] = _no_check
 
     @property
     def valid(self) -> str:
@@ -86,323 +97,11 @@ def _check_device(value: str) -> str | None:
     return "must be auto, cpu, cuda, cuda:N or mps"
 
 
-#: Longest ``round-timeout`` / ``wait-for-nodes-timeout``: one day. Longer is a typo (ms for s)
-#: or "forever", and a run then hangs on a dead SuperLink or node for days; a day also
-#: stays below what a thread wait (``threading.TIMEOUT_MAX``) accepts.
-MAX_TIMEOUT_S = 86_400.0
-
-KEYS: tuple[Key, ...] = (
-    Key("num-server-rounds", int, 10, "federated rounds", at_least(1)),
-    Key("strategy", str, "fedavg", "server strategy, by registry name (python -m strategies list)"),
-    Key(
-        "fraction-train",
-        float,
-        1.0,
-        "fraction of nodes sampled to train each round",
-        in_range(0, 1, lo_open=True),
-    ),
-    Key(
-        "fraction-evaluate",
-        float,
-        0.5,
-        "fraction of nodes sampled for federated evaluation (0 = no federated evaluation)",
-        in_range(0, 1),
-    ),
-    Key("min-train-nodes", int, 2, "minimum nodes sampled for training", at_least(1)),
-    Key("min-evaluate-nodes", int, 2, "minimum nodes sampled for evaluation", at_least(1)),
-    Key("min-available-nodes", int, 2, "nodes that must be connected before a round starts", at_least(1)),
-    Key(
-        "wait-for-nodes-timeout",
-        float,
-        120.0,
-        "seconds to wait for min-available-nodes",
-        in_range(0, MAX_TIMEOUT_S, lo_open=True),
-    ),
-    Key(
-        "round-timeout",
-        float,
-        600.0,
-        "seconds to wait for replies in one round; also the messages' TTL",
-        in_range(0, MAX_TIMEOUT_S, lo_open=True),
-    ),
-    Key(
-        "max-num-examples", int, 1_000_000, "replies claiming more training examples are dropped", at_least(1)
-    ),
-    Key("min-valid-replies", int, 1, "fewer valid train replies keep the previous model", at_least(1)),
-    Key("local-epochs", int, 5, "local epochs per round (E)", at_least(1)),
-    Key(
-        "batch-size",
-        int,
-        10,
-        "local batch size (B); 0 = full batch (FedSGD with local-epochs=1)",
-        at_least(0),
-    ),
-    Key("learning-rate", float, 0.1, "client SGD learning rate", in_range(0, 1e6, lo_open=True)),
-    Key("momentum", float, 0.0, "client SGD momentum", in_range(0, 1, hi_open=True)),
-    Key("weight-decay", float, 0.0, "client SGD weight decay", at_least(0)),
-    Key("proximal-mu", float, 0.0, "FedProx μ: clients add (μ/2)‖w − w_global‖²", at_least(0)),
-    Key(
-        "straggler-fraction", float, 0.0, "fraction of sampled clients that run fewer epochs", in_range(0, 1)
-    ),
-    Key("seed", int, 42, "seed for data splits, sampling, stragglers and local shuffling"),
-    Key(
-        "dataset",
-        str,
-        "digits",
-        f"{', '.join([*BUILTIN_DATASETS, *HUB_DATASETS])} or a path to .npz",
-        _check_dataset,
-    ),
-    Key("model", str, "auto", f"auto or one of {', '.join(MODELS)}", one_of("auto", *MODELS)),
-    Key(
-        "partitioner",
-        str,
-        "auto",
-        "how training data is split across nodes (auto: natural for synthetic, else iid)",
-        one_of("auto", *PARTITIONERS),
-    ),
-    Key(
-        "dirichlet-alpha",
-        float,
-        0.5,
-        "Dirichlet concentration (dirichlet partitioner)",
-        in_range(0, 1e9, lo_open=True),
-    ),
-    Key("shards-per-client", int, 2, "shards per client (shard partitioner)", at_least(1)),
-    Key("classes-per-client", int, 2, "classes per client (pathological partitioner)", at_least(1)),
-    Key(
-        "test-fraction",
-        float,
-        0.2,
-        "share of digits held out as the server's test set",
-        in_range(0, 1, lo_open=True, hi_open=True),
-    ),
-    Key(
-        "val-fraction",
-        float,
-        0.1,
-        "share of each client's data kept for federated evaluation",
-        in_range(0, 1, hi_open=True),
-    ),
-    Key("synthetic-alpha", float, 1.0, "Synthetic(α, β): model heterogeneity α", at_least(0)),
-    Key("synthetic-beta", float, 1.0, "Synthetic(α, β): data heterogeneity β", at_least(0)),
-    Key("synthetic-devices", int, 30, "Synthetic: number of devices (one partition each)", at_least(1)),
-    Key("synthetic-iid", bool, False, "Synthetic: the IID variant"),
-    Key("device", str, "auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps", _check_device),
-    Key(
-        "threads-per-client",
-        int,
-        0,
-        "torch threads per client process; 0 = leave torch's default",
-        at_least(0),
-    ),
-    Key("output-dir", str, "outputs", "where run directories go (relative: see README)"),
-    Key("central-eval", bool, True, "evaluate the global model on the server's test set each round"),
-    Key(
-        "resume",
-        str,
-        "",
-        "run directory whose checkpoint to continue from ('' = a fresh run; README \"Reliability\")",
-    ),
-    # Attack simulation (simulation engine only; README "Reliability").
-    Key(
-        "attack",
-        str,
-        "none",
-        "Byzantine clients: none, sign-flip (−cΔ), scale (cΔ), gaussian (N(0, c²)), label-flip",
-        one_of("none", "sign-flip", "scale", "gaussian", "label-flip"),
-    ),
-    Key("attack-fraction", float, 0.2, "share of partitions that attack (chosen by seed)", in_range(0, 1)),
-    Key(
-        "attack-scale",
-        float,
-        10.0,
-        "c of sign-flip / scale; noise std of gaussian",
-        in_range(0, 1e6, lo_open=True),
-    ),
-    # Robust aggregation (strategies median, trimmed-mean, multi-krum, norm-bounded).
-    Key("robust-num-byzantine", int, 1, "f: Byzantine clients to tolerate", at_least(0)),
-    Key("trimmed-mean-beta", float, 0.2, "β: share trimmed at each end", in_range(0, 0.5, hi_open=True)),
-    Key("krum-num-selected", int, 0, "m: clients Multi-Krum averages (0 = n − f)", at_least(0)),
-    Key("norm-bound", float, 1.0, "L2 bound on each client update", in_range(0, 1e9, lo_open=True)),
-    # Server optimizers (strategies fedadam, fedyogi, fedadagrad, fedavgm; Reddi et al. 2021).
-    Key(
-        "server-learning-rate",
-        float,
-        0.1,
-        "η: server step size (FedAvgM: η/(1 − β) is the steady-state step relative to FedAvg)",
-        in_range(0, 1e6, lo_open=True),
-    ),
-    Key(
-        "server-beta1",
-        float,
-        0.9,
-        "β₁: first-moment decay (FedAdam/FedYogi/FedAdagrad)",
-        in_range(0, 1, hi_open=True),
-    ),
-    Key(
-        "server-beta2", float, 0.99, "β₂: second-moment decay (FedAdam/FedYogi)", in_range(0, 1, hi_open=True)
-    ),
-    Key(
-        "server-tau",
-        float,
-        1e-3,
-        "τ: adaptivity added to √v (FedAdam/FedYogi/FedAdagrad); v starts at τ²",
-        in_range(0, 1e6, lo_open=True),
-    ),
-    Key("server-momentum", float, 0.9, "β: FedAvgM server momentum", in_range(0, 1, hi_open=True)),
-    # Differential privacy (strategies dp-fedavg, dp-fedprox; README "Privacy").
-    Key(
-        "dp-estimator",
-        str,
-        "fixed",
-        "fixed (Σw_kΔ_k/(qW)), clipped (…/max(qW_min, Σw_k)), uniform (σ=zS/m) or model-noise",
-        one_of("fixed", "clipped", "uniform", "model-noise"),
-    ),
-    Key(
-        "dp-clipping",
-        str,
-        "server",
-        "where updates are clipped to S: server or client",
-        one_of("server", "client"),
-    ),
-    Key(
-        "dp-clip-norm",
-        float,
-        1.0,
-        "S: L2 clipping norm (initial C with adaptive clipping)",
-        in_range(0, 1e9, lo_open=True),
-    ),
-    Key(
-        "dp-noise-multiplier",
-        float,
-        1.0,
-        "z: noise std in units of the sensitivity",
-        in_range(0, 1e9, lo_open=True),
-    ),
-    Key(
-        "dp-weight-cap", float, 100.0, "ŵ: client weight w_k = min(n_k/ŵ, 1)", in_range(0, 1e12, lo_open=True)
-    ),
-    Key(
-        "dp-population", int, 0, "N: clients in the population (0 = connected nodes at round 1)", at_least(0)
-    ),
-    Key("dp-min-total-weight", float, 0.0, "W_min of the clipped estimator (0 = W)", at_least(0)),
-    Key(
-        "dp-sampling",
-        str,
-        "poisson",
-        "client sampling: poisson (rate q) or fixed-size (round(qN))",
-        one_of("poisson", "fixed-size"),
-    ),
-    Key("dp-sampling-rate", float, 0.1, "q: client sampling rate", in_range(0, 1, lo_open=True)),
-    Key("dp-adaptive-clipping", bool, False, "adapt C to a quantile of update norms (Andrew et al. 2021)"),
-    Key("dp-target-quantile", float, 0.5, "γ: target share of unclipped updates", in_range(0, 1)),
-    Key(
-        "dp-count-noise-std",
-        float,
-        0.0,
-        "σ_b: noise on the unclipped count (0 = expected clients/20)",
-        at_least(0),
-    ),
-    Key("dp-accountant", str, "rdp", "privacy accountant (dp-accounting): rdp or pld", one_of("rdp", "pld")),
-    Key(
-        "dp-delta",
-        float,
-        1e-5,
-        "δ of the reported (ε, δ); must be < 1/population",
-        in_range(0, 1, lo_open=True, hi_open=True),
-    ),
-    Key(
-        "dp-max-epsilon",
-        float,
-        0.0,
-        "stop before the round that would exceed this ε (0 = no limit)",
-        at_least(0),
-    ),
-    Key(
-        "dp-noise-seed",
-        int,
-        -1,
-        "seed for DP noise (-1 = OS entropy; a known seed voids the guarantee)",
-        at_least(-1),
-    ),
-    Key(
-        "dp-secure-noise",
-        bool,
-        False,
-        "DP noise from a CSPRNG-seeded generator with floating-point mitigation (server and DP-SGD clients)",
-    ),
-    Key(
-        "dp-sgd-noise-multiplier",
-        float,
-        0.0,
-        "client DP-SGD noise multiplier (0 = no DP-SGD; Opacus, sample-level DP)",
-        at_least(0),
-    ),
-    Key(
-        "dp-sgd-max-grad-norm",
-        float,
-        1.0,
-        "client DP-SGD per-example clipping norm",
-        in_range(0, 1e9, lo_open=True),
-    ),
-    Key(
-        "dp-sgd-delta",
-        float,
-        1e-5,
-        "δ of the client's reported DP-SGD ε",
-        in_range(0, 1, lo_open=True, hi_open=True),
-    ),
-    # Update compression, a wrapper around any strategy (README "Update compression").
-    Key(
-        "compression",
-        str,
-        "none",
-        "client updates sent as: none (the model), int8 (quantized) or topk (sparsified)",
-        one_of("none", "int8", "topk"),
-    ),
-    Key(
-        "topk-fraction",
-        float,
-        0.01,
-        "share of each layer's entries top-k sends (compression='topk')",
-        in_range(0, 1, lo_open=True),
-    ),
-    # Asynchronous buffered aggregation (strategy fedbuff; README "Asynchronous FedBuff").
-    Key("fedbuff-concurrency", int, 10, "FedBuff: clients kept training at once", at_least(1)),
-    Key("fedbuff-buffer-size", int, 5, "FedBuff: K, updates per buffer application (= round)", at_least(1)),
-    Key(
-        "fedbuff-max-staleness",
-        int,
-        10,
-        "FedBuff: updates more model versions old than this are dropped",
-        at_least(0),
-    ),
-    Key(
-        "fedbuff-server-learning-rate",
-        float,
-        1.0,
-        "FedBuff: η_g in w ← w + η_g·buffer/K (1 = plain mean of the buffered updates)",
-        in_range(0, 1e6, lo_open=True),
-    ),
-    # Simulated device heterogeneity (client side; README "Asynchronous FedBuff").
-    Key(
-        "device-slowdown",
-        str,
-        "none",
-        "simulated slow devices: none, uniform (f ~ U[1, max]) or lognormal (f = min(e^{σ|z|}, max))",
-        one_of("none", "uniform", "lognormal"),
-    ),
-    Key("device-slowdown-max", float, 4.0, "largest slowdown factor f", in_range(1, 1000)),
-    Key("device-slowdown-sigma", float, 1.0, "σ of the lognormal slowdown", in_range(0, 10, lo_open=True)),
-)
-KEYS_BY_NAME = {k.name: k for k in KEYS}
-
-
 def validated(key: Key, value: Any) -> Any:
     """``value`` coerced to ``key.type`` and checked; ``ConfigError`` names the key, value and fix.
 
-    ``AppConfig`` validates the keys of :data:`KEYS`; the strategy registry uses this for
-    the keys that plug-in strategies declare themselves.
+    Every :class:`Section` (``AppConfig`` included) validates its keys with this when it
+    is built, so built-in and plug-in keys get the same messages.
     """
     value = _coerce(key, value)
     problem = key.check(value)
@@ -429,109 +128,256 @@ def _message(key: Key, value: Any, problem: str) -> str:
     )
 
 
-def _attr(name: str) -> str:
-    return name.replace("-", "_")
+# ------------------------------------------------------------------ declaring keys
+_KEY_FIELD = "edgebloom.key"
+
+
+def declare(
+    default: Scalar, help: str, check: Callable[[Any], str | None] | None = None, *, name: str = ""
+) -> Any:
+    """Declare one run-config key as a field of a :class:`Section`.
+
+    Parameters
+    ----------
+    default : bool, int, float or str
+        The default; pyproject's ``[tool.flwr.app.config]`` must carry the same value.
+    help : str
+        One line for ``python -m strategies list`` and the docs.
+    check : callable, optional
+        ``value -> problem or None`` (:func:`at_least`, :func:`in_range`, :func:`one_of`).
+    name : str, optional
+        The kebab-case key; default: the field's name with ``_`` replaced by ``-``.
+
+    Returns
+    -------
+    dataclasses.Field
+        The field; its annotation (``int``, ``float``, ``str``, ``bool``) is the key's type.
+    """
+    return field(default=default, metadata={_KEY_FIELD: (name, help, check or _no_check)})
 
 
 @dataclass(frozen=True)
-class AppConfig:
-    """Validated run configuration (see :data:`KEYS` for meanings and ranges)."""
+class Declared:
+    """One key as a :class:`Section` declares it: the key, its field and the class that owns it."""
 
-    num_server_rounds: int
-    strategy: str
-    fraction_train: float
-    fraction_evaluate: float
-    min_train_nodes: int
-    min_evaluate_nodes: int
-    min_available_nodes: int
-    wait_for_nodes_timeout: float
-    round_timeout: float
-    max_num_examples: int
-    min_valid_replies: int
-    local_epochs: int
-    batch_size: int
-    learning_rate: float
-    momentum: float
-    weight_decay: float
-    proximal_mu: float
-    straggler_fraction: float
-    seed: int
-    dataset: str
-    model: str
-    partitioner: str
-    dirichlet_alpha: float
-    shards_per_client: int
-    classes_per_client: int
-    test_fraction: float
-    val_fraction: float
-    synthetic_alpha: float
-    synthetic_beta: float
-    synthetic_devices: int
-    synthetic_iid: bool
-    device: str
-    threads_per_client: int
-    output_dir: str
-    central_eval: bool
-    resume: str
-    attack: str
-    attack_fraction: float
-    attack_scale: float
-    robust_num_byzantine: int
-    trimmed_mean_beta: float
-    krum_num_selected: int
-    norm_bound: float
-    server_learning_rate: float
-    server_beta1: float
-    server_beta2: float
-    server_tau: float
-    server_momentum: float
-    dp_estimator: str
-    dp_clipping: str
-    dp_clip_norm: float
-    dp_noise_multiplier: float
-    dp_weight_cap: float
-    dp_population: int
-    dp_min_total_weight: float
-    dp_sampling: str
-    dp_sampling_rate: float
-    dp_adaptive_clipping: bool
-    dp_target_quantile: float
-    dp_count_noise_std: float
-    dp_accountant: str
-    dp_delta: float
-    dp_max_epsilon: float
-    dp_noise_seed: int
-    dp_secure_noise: bool
-    dp_sgd_noise_multiplier: float
-    dp_sgd_max_grad_norm: float
-    dp_sgd_delta: float
-    compression: str
-    topk_fraction: float
-    fedbuff_concurrency: int
-    fedbuff_buffer_size: int
-    fedbuff_max_staleness: int
-    fedbuff_server_learning_rate: float
-    device_slowdown: str
-    device_slowdown_max: float
-    device_slowdown_sigma: float
+    key: Key
+    attribute: str
+    owner: str
+
+
+def _owner(cls: type, attribute: str) -> str:
+    """The class (``module.QualName``) that declares ``attribute``: a base class may own a shared key."""
+    for klass in reversed(cls.__mro__):
+        if attribute in vars(klass).get("__annotations__", {}):
+            return f"{klass.__module__}.{klass.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@functools.cache
+def declared_fields(cls: type[Section]) -> tuple[Declared, ...]:
+    """The keys ``cls`` declares (its :func:`declare` fields, inherited ones included), in field order."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        if _KEY_FIELD not in f.metadata:
+            continue
+        name, help_text, check = f.metadata[_KEY_FIELD]
+        declared = Key(name or f.name.replace("_", "-"), hints[f.name], f.default, help_text, check)
+        out.append(Declared(declared, f.name, _owner(cls, f.name)))
+    return tuple(out)
+
+
+S = TypeVar("S", bound="Section")
+
+
+@dataclass(frozen=True)
+class Section:
+    """Base of a typed, frozen sub-config: a dataclass whose :func:`declare` fields are run-config keys.
+
+    Building one validates every key (type, range: :func:`validated`), then the
+    combinations (:meth:`check_combinations`), so a sub-config that exists is valid,
+    whether it came from the run config (:meth:`AppConfig.section`) or from Python.
+    Subclasses are ``@dataclass(frozen=True)`` too; a base class owns the keys it
+    declares, so strategies sharing keys subclass one owner (``ServerOptConfig`` extends
+    ``FedProxConfig``). Field names ``keys`` and ``values`` are taken by the methods.
+    """
+
+    def __post_init__(self) -> None:
+        for declared in declared_fields(type(self)):
+            value = validated(declared.key, getattr(self, declared.attribute))
+            object.__setattr__(self, declared.attribute, value)  # an int given for a float
+        self.check_combinations()
+
+    def check_combinations(self) -> None:
+        """Checks that involve several keys; raise :class:`ConfigError` naming them."""
+
+    @classmethod
+    def keys(cls) -> tuple[Key, ...]:
+        """The run-config keys this sub-config declares."""
+        return tuple(d.key for d in declared_fields(cls))
+
+    @classmethod
+    def from_values(cls: type[S], values: Mapping[str, Any]) -> S:
+        """The sub-config from kebab-case ``values``; keys missing from them take their default."""
+        return cls(**{d.attribute: values.get(d.key.name, d.key.default) for d in declared_fields(cls)})
+
+    def values(self) -> dict[str, Scalar]:
+        """The kebab-case key → value of this sub-config."""
+        return {d.key.name: getattr(self, d.attribute) for d in declared_fields(type(self))}
+
+
+def declared_keys(sections: Iterable[type[Section]]) -> dict[str, Declared]:
+    """Name → declaration over ``sections``; a name declared by two owners is refused.
+
+    A class shared by several sections (a base such as ``FedProxConfig``) is one owner,
+    and so is a section listed twice.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key and both owners.
+    """
+    out: dict[str, Declared] = {}
+    for section in sections:
+        for declared in declared_fields(section):
+            seen = out.get(declared.key.name)
+            if seen is not None and (seen.owner, seen.attribute) != (declared.owner, declared.attribute):
+                raise ConfigError(
+                    f"run-config key {declared.key.name!r} is declared twice: by {seen.owner} and by "
+                    f"{declared.owner}; each key has one owner: rename one, or share the owner's class"
+                )
+            out[declared.key.name] = declared
+    return out
+
+
+#: Longest ``round-timeout`` / ``wait-for-nodes-timeout``: one day. Longer is a typo (ms for s)
+#: or "forever", and a run then hangs on a dead SuperLink or node for days; a day also
+#: stays below what a thread wait (``threading.TIMEOUT_MAX``) accepts.
+MAX_TIMEOUT_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class AppConfig(Section):
+    """Validated run configuration: the run-level keys, and every owner's keys by :meth:`section`.
+
+    The fields below are the run-level keys, each declared here once. Keys of a strategy,
+    wrapper or simulation feature are declared by their owner (:func:`builtin_sections`),
+    validated by :meth:`from_run_config` and read as a typed sub-config with
+    :meth:`section`; ``cfg.<key_name>`` still reads them (``cfg.dp_clip_norm``). Keys
+    nobody built-in declares (a plug-in's) are kept, unvalidated, in ``extra``.
+    """
+
+    num_server_rounds: int = declare(10, "federated rounds", at_least(1))
+    strategy: str = declare("fedavg", "server strategy, by registry name (python -m strategies list)")
+    fraction_train: float = declare(
+        1.0, "fraction of nodes sampled to train each round", in_range(0, 1, lo_open=True)
+    )
+    fraction_evaluate: float = declare(
+        0.5,
+        "fraction of nodes sampled for federated evaluation (0 = no federated evaluation)",
+        in_range(0, 1),
+    )
+    min_train_nodes: int = declare(2, "minimum nodes sampled for training", at_least(1))
+    min_evaluate_nodes: int = declare(2, "minimum nodes sampled for evaluation", at_least(1))
+    min_available_nodes: int = declare(2, "nodes that must be connected before a round starts", at_least(1))
+    wait_for_nodes_timeout: float = declare(
+        120.0, "seconds to wait for min-available-nodes", in_range(0, MAX_TIMEOUT_S, lo_open=True)
+    )
+    round_timeout: float = declare(
+        600.0,
+        "seconds to wait for replies in one round; also the messages' TTL",
+        in_range(0, MAX_TIMEOUT_S, lo_open=True),
+    )
+    max_num_examples: int = declare(
+        1_000_000, "replies claiming more training examples are dropped", at_least(1)
+    )
+    min_valid_replies: int = declare(1, "fewer valid train replies keep the previous model", at_least(1))
+    # Local training: the server sends these to the clients every round.
+    local_epochs: int = declare(5, "local epochs per round (E)", at_least(1))
+    batch_size: int = declare(
+        10, "local batch size (B); 0 = full batch (FedSGD with local-epochs=1)", at_least(0)
+    )
+    learning_rate: float = declare(0.1, "client SGD learning rate", in_range(0, 1e6, lo_open=True))
+    momentum: float = declare(0.0, "client SGD momentum", in_range(0, 1, hi_open=True))
+    weight_decay: float = declare(0.0, "client SGD weight decay", at_least(0))
+    straggler_fraction: float = declare(
+        0.0, "fraction of sampled clients that run fewer epochs", in_range(0, 1)
+    )
+    # Client DP-SGD (Opacus, sample-level DP; README "Privacy"): local-training settings the
+    # server sends like the ones above, used by tasks/dp_train.py on the client.
+    dp_sgd_noise_multiplier: float = declare(
+        0.0, "client DP-SGD noise multiplier (0 = no DP-SGD; Opacus, sample-level DP)", at_least(0)
+    )
+    dp_sgd_max_grad_norm: float = declare(
+        1.0, "client DP-SGD per-example clipping norm", in_range(0, 1e9, lo_open=True)
+    )
+    dp_sgd_delta: float = declare(
+        1e-5, "δ of the client's reported DP-SGD ε", in_range(0, 1, lo_open=True, hi_open=True)
+    )
+    seed: int = declare(42, "seed for data splits, sampling, stragglers and local shuffling")
+    dataset: str = declare(
+        "digits", f"{', '.join([*BUILTIN_DATASETS, *HUB_DATASETS])} or a path to .npz", _check_dataset
+    )
+    model: str = declare("auto", f"auto or one of {', '.join(MODELS)}", one_of("auto", *MODELS))
+    partitioner: str = declare(
+        "auto",
+        "how training data is split across nodes (auto: natural for synthetic, else iid)",
+        one_of("auto", *PARTITIONERS),
+    )
+    dirichlet_alpha: float = declare(
+        0.5, "Dirichlet concentration (dirichlet partitioner)", in_range(0, 1e9, lo_open=True)
+    )
+    shards_per_client: int = declare(2, "shards per client (shard partitioner)", at_least(1))
+    classes_per_client: int = declare(2, "classes per client (pathological partitioner)", at_least(1))
+    test_fraction: float = declare(
+        0.2,
+        "share of digits held out as the server's test set",
+        in_range(0, 1, lo_open=True, hi_open=True),
+    )
+    val_fraction: float = declare(
+        0.1, "share of each client's data kept for federated evaluation", in_range(0, 1, hi_open=True)
+    )
+    synthetic_alpha: float = declare(1.0, "Synthetic(α, β): model heterogeneity α", at_least(0))
+    synthetic_beta: float = declare(1.0, "Synthetic(α, β): data heterogeneity β", at_least(0))
+    synthetic_devices: int = declare(30, "Synthetic: number of devices (one partition each)", at_least(1))
+    synthetic_iid: bool = declare(False, "Synthetic: the IID variant")
+    device: str = declare("auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps", _check_device)
+    threads_per_client: int = declare(
+        0, "torch threads per client process; 0 = leave torch's default", at_least(0)
+    )
+    output_dir: str = declare("outputs", "where run directories go (relative: see README)")
+    central_eval: bool = declare(True, "evaluate the global model on the server's test set each round")
+    resume: str = declare(
+        "", "run directory whose checkpoint to continue from ('' = a fresh run; README \"Reliability\")"
+    )
+    #: Validated values of the keys the owners in :func:`builtin_sections` declare (by name).
+    owned: Mapping[str, Scalar] = field(default_factory=dict)
+    #: Keys no built-in owner declares (a plug-in's), as given.
     extra: Mapping[str, Scalar] = field(default_factory=dict)
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> AppConfig:
-        """Build and validate the config; keys not declared in :data:`KEYS` go to ``extra``."""
-        values: dict[str, Any] = {}
-        for key in KEYS:
-            value = _coerce(key, run_config.get(key.name, key.default))
-            problem = key.check(value)
-            if problem:
-                raise ConfigError(_message(key, value, problem))
-            values[_attr(key.name)] = value
-        extra = {k: v for k, v in run_config.items() if k not in KEYS_BY_NAME}
-        config = cls(**values, extra=extra)
-        config._check_combinations()
-        return config
+        """Build and validate the config: run-level keys, then every built-in owner's keys.
 
-    def _check_combinations(self) -> None:
+        Each key is checked alone here; checks across one owner's keys run when its
+        sub-config is built (:meth:`section`), so a setting of a strategy the run does
+        not use cannot fail the run. Keys no built-in owner declares go to ``extra``.
+        """
+        declared = declared_keys(builtin_sections())
+        run_level = {
+            d.attribute: run_config.get(name, d.key.default)
+            for name, d in declared.items()
+            if d.owner == _SELF
+        }
+        owned = {
+            name: validated(d.key, run_config.get(name, d.key.default))
+            for name, d in declared.items()
+            if d.owner != _SELF
+        }
+        extra = {k: v for k, v in run_config.items() if k not in declared}
+        return cls(**run_level, owned=owned, extra=extra)
+
+    def check_combinations(self) -> None:
         if self.resolved_partitioner == "natural" and self.dataset != "synthetic":
             raise ConfigError(
                 f"run config: partitioner='natural' needs a dataset with a natural "
@@ -544,6 +390,25 @@ class AppConfig:
                 f"local-epochs >= 2 (stragglers run 1..E-1 epochs), got local-epochs="
                 f"{self.local_epochs}"
             )
+
+    def section(self, cls: type[S]) -> S:
+        """The typed, frozen sub-config ``cls`` of this run (validated, combinations included).
+
+        Raises
+        ------
+        ConfigError
+            Naming the key, for a value of ``cls``'s keys (a plug-in's come from ``extra``)
+            or a combination of them that is invalid.
+        """
+        return cls.from_values({**self.extra, **self.owned})
+
+    def __getattr__(self, name: str) -> Any:
+        # Owners' keys as flat attributes (cfg.dp_clip_norm), as before they had owners;
+        # only called when normal lookup fails, so the fields above are untouched.
+        owned = self.__dict__.get("owned", {})
+        if name.replace("_", "-") in owned and not name.startswith("_"):
+            return owned[name.replace("_", "-")]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def resolved_partitioner(self) -> str:
@@ -570,6 +435,28 @@ class AppConfig:
 
     def to_dict(self) -> dict[str, Scalar]:
         """The resolved config with kebab-case keys (for config.json)."""
-        out: dict[str, Scalar] = {k.name: getattr(self, _attr(k.name)) for k in KEYS}
-        out.update(self.extra)
-        return out
+        return {**self.values(), **self.owned, **self.extra}
+
+
+_SELF = f"{AppConfig.__module__}.{AppConfig.__qualname__}"
+
+#: The run-level keys (the fields of :class:`AppConfig`).
+RUN_KEYS: tuple[Key, ...] = AppConfig.keys()
+
+
+def builtin_sections() -> tuple[type[Section], ...]:
+    """Every built-in owner of run-config keys: the run level, strategies, wrappers, simulation.
+
+    The owners sit above ``tasks`` in the import graph (they import Flower), so they are
+    imported here, when a config is built, and ``tasks`` itself stays framework-free.
+    """
+    from harness.attacks import AttackConfig
+    from harness.slowdown import SlowdownConfig
+    from strategies.core.registry import builtin_sections as strategy_sections
+
+    return (AppConfig, *strategy_sections(), AttackConfig, SlowdownConfig)
+
+
+def builtin_keys() -> dict[str, Declared]:
+    """Name → declaration of every built-in key (:func:`builtin_sections`); pyproject must equal these."""
+    return declared_keys(builtin_sections())

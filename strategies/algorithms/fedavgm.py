@@ -13,8 +13,18 @@ step is ``eta / (1 - beta)`` times FedAvg's (Hsu et al.'s effective learning rat
 
 from __future__ import annotations
 
-from strategies.algorithms.server_opt import ServerOptFedAvg
+from dataclasses import dataclass
+
+from strategies.algorithms.server_opt import ServerOptConfig, ServerOptFedAvg
 from strategies.numeric.server_opt import FedAvgMOptimizer
+from tasks.config import declare, in_range
+
+
+@dataclass(frozen=True)
+class FedAvgMConfig(ServerOptConfig):
+    """Keys of strategy ``fedavgm``: β, and η and μ from :class:`ServerOptConfig`."""
+
+    server_momentum: float = declare(0.9, "β: FedAvgM server momentum", in_range(0, 1, hi_open=True))
 
 
 class FedAvgM(ServerOptFedAvg):

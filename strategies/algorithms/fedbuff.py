@@ -99,7 +99,25 @@ from strategies.core.reply_checks import Rejection
 from strategies.core.sampling import round_rng, sample_ids, wait_for_nodes
 from strategies.core.validation import spec_of_record
 from strategies.numeric.fedbuff import apply_buffer, staleness_weight
-from tasks.config import AppConfig, ConfigError
+from strategies.wrappers.compressed import CompressionConfig
+from tasks.config import AppConfig, ConfigError, Section, at_least, declare, in_range
+
+
+@dataclass(frozen=True)
+class FedBuffConfig(Section):
+    """Keys of strategy ``fedbuff`` (README "Asynchronous FedBuff")."""
+
+    fedbuff_concurrency: int = declare(10, "FedBuff: clients kept training at once", at_least(1))
+    fedbuff_buffer_size: int = declare(5, "FedBuff: K, updates per buffer application (= round)", at_least(1))
+    fedbuff_max_staleness: int = declare(
+        10, "FedBuff: updates more model versions old than this are dropped", at_least(0)
+    )
+    fedbuff_server_learning_rate: float = declare(
+        1.0,
+        "FedBuff: η_g in w ← w + η_g·buffer/K (1 = plain mean of the buffered updates)",
+        in_range(0, 1e6, lo_open=True),
+    )
+
 
 #: ``round_rng`` purpose of dispatch draws (strategies.core.sampling uses 0..2).
 DISPATCH = 3
@@ -537,15 +555,17 @@ def fedbuff_from_config(cfg: AppConfig, **common: Any) -> FedBuff:
         With ``compression`` other than ``none``: the compression wrapper drives the
         synchronous hooks, so the run would silently not be asynchronous.
     """
-    if cfg.compression != "none":
+    compression = cfg.section(CompressionConfig).compression
+    if compression != "none":
         raise ConfigError(
-            f"run config: compression={cfg.compression!r} cannot be combined with strategy='fedbuff' "
+            f"run config: compression={compression!r} cannot be combined with strategy='fedbuff' "
             "(the compression wrapper runs synchronous rounds); set compression='none'"
         )
+    own = cfg.section(FedBuffConfig)
     return FedBuff(
-        concurrency=cfg.fedbuff_concurrency,
-        buffer_size=cfg.fedbuff_buffer_size,
-        max_staleness=cfg.fedbuff_max_staleness,
-        server_learning_rate=cfg.fedbuff_server_learning_rate,
+        concurrency=own.fedbuff_concurrency,
+        buffer_size=own.fedbuff_buffer_size,
+        max_staleness=own.fedbuff_max_staleness,
+        server_learning_rate=own.fedbuff_server_learning_rate,
         **common,
     )

@@ -9,6 +9,7 @@ partial work (1..E−1 epochs) is aggregated, weighted by n_k, where FedAvg drop
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from logging import INFO, WARNING
 
 from flwr.app import ArrayRecord, ConfigRecord, Message
@@ -16,6 +17,14 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from strategies.algorithms.fedavg import FedAvg
+from tasks.config import Section, at_least, declare
+
+
+@dataclass(frozen=True)
+class FedProxConfig(Section):
+    """FedProx's key; dp-fedprox and the server optimizers share it (their configs subclass this)."""
+
+    proximal_mu: float = declare(0.0, "FedProx μ: clients add (μ/2)‖w − w_global‖²", at_least(0))
 
 
 class FedProx(FedAvg):

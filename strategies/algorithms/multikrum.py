@@ -8,10 +8,20 @@ guarantee needs n > 2f + 2 and 1 ≤ m ≤ n − f.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from strategies.algorithms.robust_base import RobustFedAvg
+from strategies.algorithms.robust_base import RobustConfig, RobustFedAvg
 from strategies.numeric.robust import multi_krum, validate_krum
+from tasks.config import at_least, declare
+
+
+@dataclass(frozen=True)
+class MultiKrumConfig(RobustConfig):
+    """Keys of strategy ``multi-krum``: m, and f from :class:`RobustConfig`."""
+
+    krum_num_selected: int = declare(0, "m: clients Multi-Krum averages (0 = n − f)", at_least(0))
 
 
 class MultiKrum(RobustFedAvg):

@@ -8,10 +8,20 @@ reject outliers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from strategies.algorithms.robust_base import RobustFedAvg
 from strategies.numeric.robust import norm_bounded_mean, validate_norm_bounded_mean
+from tasks.config import Section, declare, in_range
+
+
+@dataclass(frozen=True)
+class NormBoundedConfig(Section):
+    """Key of strategy ``norm-bounded``."""
+
+    norm_bound: float = declare(1.0, "L2 bound on each client update", in_range(0, 1e9, lo_open=True))
 
 
 class NormBoundedFedAvg(RobustFedAvg):

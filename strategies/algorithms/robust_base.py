@@ -13,6 +13,7 @@ Rules receive the floating-point parameters only: integer buffers (BatchNorm's
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
@@ -21,7 +22,14 @@ from flwr.serverapp import Grid
 from strategies.algorithms.fedavg import FedAvg
 from strategies.core.buffers import parameter_indices, select
 from strategies.core.records import to_layers
-from tasks.config import ConfigError
+from tasks.config import ConfigError, Section, at_least, declare
+
+
+@dataclass(frozen=True)
+class RobustConfig(Section):
+    """The key every robust rule reads (strategies median, trimmed-mean, multi-krum)."""
+
+    robust_num_byzantine: int = declare(1, "f: Byzantine clients to tolerate", at_least(0))
 
 
 class RobustFedAvg(FedAvg):

@@ -32,6 +32,7 @@ Choices
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from logging import INFO
 from typing import Any
 
@@ -41,9 +42,46 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from strategies.algorithms.fedavg import FedAvg
+from strategies.algorithms.fedprox import FedProxConfig
 from strategies.core.buffers import is_parameter, parameter_indices, select
 from strategies.core.records import to_layers
 from strategies.numeric.server_opt import ServerOptimizer, ServerOptState
+from tasks.config import declare, in_range
+
+
+@dataclass(frozen=True)
+class ServerOptConfig(FedProxConfig):
+    """Keys every server optimizer reads: η, and FedProx's μ (:class:`FedProxConfig`)."""
+
+    server_learning_rate: float = declare(
+        0.1,
+        "η: server step size (FedAvgM: η/(1 − β) is the steady-state step relative to FedAvg)",
+        in_range(0, 1e6, lo_open=True),
+    )
+
+
+@dataclass(frozen=True)
+class AdaptiveOptConfig(ServerOptConfig):
+    """Keys of the adaptive optimizers (FedAdagrad; FedAdam and FedYogi add β₂)."""
+
+    server_beta1: float = declare(
+        0.9, "β₁: first-moment decay (FedAdam/FedYogi/FedAdagrad)", in_range(0, 1, hi_open=True)
+    )
+    server_tau: float = declare(
+        1e-3,
+        "τ: adaptivity added to √v (FedAdam/FedYogi/FedAdagrad); v starts at τ²",
+        in_range(0, 1e6, lo_open=True),
+    )
+
+
+@dataclass(frozen=True)
+class SecondMomentOptConfig(AdaptiveOptConfig):
+    """Keys of FedAdam and FedYogi: the adaptive ones plus β₂."""
+
+    server_beta2: float = declare(
+        0.99, "β₂: second-moment decay (FedAdam/FedYogi)", in_range(0, 1, hi_open=True)
+    )
+
 
 #: Key of the optimizer's state in :meth:`ServerOptFedAvg.state_dict`.
 STATE_KEY = "server-optimizer"

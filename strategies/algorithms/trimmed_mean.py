@@ -6,10 +6,20 @@ client values and average the rest; it needs β ≥ f/n and 2⌊βn⌋ < n.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from strategies.algorithms.robust_base import RobustFedAvg
+from strategies.algorithms.robust_base import RobustConfig, RobustFedAvg
 from strategies.numeric.robust import trimmed_mean, validate_trimmed_mean
+from tasks.config import declare, in_range
+
+
+@dataclass(frozen=True)
+class TrimmedMeanConfig(RobustConfig):
+    """Keys of strategy ``trimmed-mean``: β, and f from :class:`RobustConfig`."""
+
+    trimmed_mean_beta: float = declare(0.2, "β: share trimmed at each end", in_range(0, 0.5, hi_open=True))
 
 
 class FedTrimmedMean(RobustFedAvg):

@@ -3,11 +3,13 @@
 Adding a strategy is one file plus one entry in :data:`REGISTRY`, or, from another
 installed package, an entry point in the group ``edgebloom.strategies``
 (``[project.entry-points."edgebloom.strategies"]``) naming a :class:`StrategySpec` or a
-callable returning one (docs/writing-a-strategy.md). Each spec declares the run-config
-keys it reads (:class:`tasks.config.Key`: name, type, default, help, range), so they
-are validated before training and listed by ``python -m strategies list``. Unknown
-names fail with the list of known ones; a plug-in that does not load, or reuses a
-built-in name or key, fails with the package's name.
+callable returning one (docs/writing-a-strategy.md). Each spec names the sub-config
+that declares the keys it reads (``config``: a :class:`tasks.config.Section` in the
+strategy's own file), so they are validated before training, listed by
+``python -m strategies list`` and read back typed (``cfg.section(FedProxConfig)``);
+built-ins and plug-ins alike. Unknown names fail with the list of known ones; a
+plug-in that does not load, or reuses a built-in name or key, fails with the
+package's name.
 """
 
 from __future__ import annotations
@@ -21,16 +23,29 @@ from flwr.serverapp.strategy import Strategy
 from strategies.algorithms.fedadagrad import FedAdagrad
 from strategies.algorithms.fedadam import FedAdam
 from strategies.algorithms.fedavg import FedAvg
-from strategies.algorithms.fedavgm import FedAvgM
-from strategies.algorithms.fedbuff import fedbuff_from_config
-from strategies.algorithms.fedprox import FedProx
+from strategies.algorithms.fedavgm import FedAvgM, FedAvgMConfig
+from strategies.algorithms.fedbuff import FedBuffConfig, fedbuff_from_config
+from strategies.algorithms.fedprox import FedProx, FedProxConfig
 from strategies.algorithms.fedyogi import FedYogi
 from strategies.algorithms.median import FedMedian
-from strategies.algorithms.multikrum import MultiKrum
-from strategies.algorithms.norm_bounded import NormBoundedFedAvg
-from strategies.algorithms.trimmed_mean import FedTrimmedMean
-from strategies.wrappers.compressed import with_compression
-from tasks.config import KEYS_BY_NAME, AppConfig, ConfigError, Key, Scalar, validated
+from strategies.algorithms.multikrum import MultiKrum, MultiKrumConfig
+from strategies.algorithms.norm_bounded import NormBoundedConfig, NormBoundedFedAvg
+from strategies.algorithms.robust_base import RobustConfig
+from strategies.algorithms.server_opt import AdaptiveOptConfig, SecondMomentOptConfig, ServerOptConfig
+from strategies.algorithms.trimmed_mean import FedTrimmedMean, TrimmedMeanConfig
+from strategies.wrappers.compressed import CompressionConfig, with_compression
+from strategies.wrappers.dp_config import DPConfig, DPFedProxConfig
+from tasks.config import (
+    AppConfig,
+    ConfigError,
+    Declared,
+    Key,
+    Scalar,
+    Section,
+    builtin_keys,
+    declared_keys,
+    validated,
+)
 
 #: Entry-point group through which installed packages register strategies.
 ENTRY_POINT_GROUP = "edgebloom.strategies"
@@ -53,28 +68,6 @@ def common_kwargs(cfg: AppConfig) -> dict[str, object]:
     }
 
 
-#: Run-config keys of the DP wrappers (README "Privacy").
-DP_KEYS = (
-    "dp-estimator",
-    "dp-clipping",
-    "dp-clip-norm",
-    "dp-noise-multiplier",
-    "dp-weight-cap",
-    "dp-population",
-    "dp-min-total-weight",
-    "dp-sampling",
-    "dp-sampling-rate",
-    "dp-adaptive-clipping",
-    "dp-target-quantile",
-    "dp-count-noise-std",
-    "dp-accountant",
-    "dp-delta",
-    "dp-max-epsilon",
-    "dp-noise-seed",
-    "dp-secure-noise",
-)
-
-
 #: The contract suite runs DP with a handful of clients: every one sampled (fixed size, q = 1)
 #: and little noise (z = 0.01), else noise of std z*S/(qN) drowns any update; a fixed noise
 #: seed lets it check the noise-free part of the aggregate.
@@ -93,18 +86,70 @@ def _dp(cfg: AppConfig, inner: FedAvg) -> Strategy:
     return build_dp_strategy(cfg, inner)
 
 
-def builtin_keys(*names: str) -> tuple[Key, ...]:
-    """The keys ``names`` as declared in :data:`tasks.config.KEYS` (where built-in strategies' keys live)."""
-    return tuple(KEYS_BY_NAME[name] for name in names)
-
-
-def server_opt_kwargs(cfg: AppConfig) -> dict[str, object]:
+def server_opt_kwargs(cfg: AppConfig, own: ServerOptConfig) -> dict[str, object]:
     """Constructor arguments shared by the server optimizers (FedAdam, FedYogi, FedAdagrad, FedAvgM)."""
     return {
-        "server_learning_rate": cfg.server_learning_rate,
-        "proximal_mu": cfg.proximal_mu,
+        "server_learning_rate": own.server_learning_rate,
+        "proximal_mu": own.proximal_mu,
         **common_kwargs(cfg),
     }
+
+
+# Builders: each reads its strategy's typed sub-config; common_kwargs adds the run-level part.
+def _fedprox(cfg: AppConfig) -> Strategy:
+    return FedProx(proximal_mu=cfg.section(FedProxConfig).proximal_mu, **common_kwargs(cfg))  # type: ignore[arg-type]
+
+
+def _median(cfg: AppConfig) -> Strategy:
+    own = cfg.section(RobustConfig)
+    return FedMedian(num_byzantine=own.robust_num_byzantine, **common_kwargs(cfg))  # type: ignore[arg-type]
+
+
+def _trimmed_mean(cfg: AppConfig) -> Strategy:
+    own = cfg.section(TrimmedMeanConfig)
+    return FedTrimmedMean(
+        beta=own.trimmed_mean_beta,
+        num_byzantine=own.robust_num_byzantine,
+        **common_kwargs(cfg),  # type: ignore[arg-type]
+    )
+
+
+def _multi_krum(cfg: AppConfig) -> Strategy:
+    own = cfg.section(MultiKrumConfig)
+    return MultiKrum(
+        num_byzantine=own.robust_num_byzantine,
+        num_selected=own.krum_num_selected,
+        **common_kwargs(cfg),  # type: ignore[arg-type]
+    )
+
+
+def _norm_bounded(cfg: AppConfig) -> Strategy:
+    own = cfg.section(NormBoundedConfig)
+    return NormBoundedFedAvg(max_norm=own.norm_bound, **common_kwargs(cfg))  # type: ignore[arg-type]
+
+
+def _fedadam(cfg: AppConfig) -> Strategy:
+    own = cfg.section(SecondMomentOptConfig)
+    return FedAdam(
+        beta1=own.server_beta1, beta2=own.server_beta2, tau=own.server_tau, **server_opt_kwargs(cfg, own)
+    )  # type: ignore[arg-type]
+
+
+def _fedyogi(cfg: AppConfig) -> Strategy:
+    own = cfg.section(SecondMomentOptConfig)
+    return FedYogi(
+        beta1=own.server_beta1, beta2=own.server_beta2, tau=own.server_tau, **server_opt_kwargs(cfg, own)
+    )  # type: ignore[arg-type]
+
+
+def _fedadagrad(cfg: AppConfig) -> Strategy:
+    own = cfg.section(AdaptiveOptConfig)
+    return FedAdagrad(beta1=own.server_beta1, tau=own.server_tau, **server_opt_kwargs(cfg, own))  # type: ignore[arg-type]
+
+
+def _fedavgm(cfg: AppConfig) -> Strategy:
+    own = cfg.section(FedAvgMConfig)
+    return FedAvgM(momentum=own.server_momentum, **server_opt_kwargs(cfg, own))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -118,13 +163,14 @@ class StrategySpec:
     summary : str
         One line for ``python -m strategies list``: the rule and its paper.
     build : Callable[[AppConfig], Strategy]
-        Builds the strategy from the validated run config. A plug-in's own keys are in
-        ``cfg.extra``, validated, typed and defaulted by the registry.
-    keys : tuple of Key
-        Run-config keys the strategy reads besides the common ones (sampling, local
-        training, reply validation). Built-in strategies name keys of
-        :data:`tasks.config.KEYS` (:func:`builtin_keys`); a plug-in declares its own,
-        which must not reuse a name of ``KEYS``.
+        Builds the strategy from the validated run config; it reads its own keys as the
+        typed, frozen sub-config ``cfg.section(<config>)`` (validated and defaulted by
+        the registry before ``build`` is called; a plug-in's are also in ``cfg.extra``).
+    config : type of Section, optional
+        The :class:`tasks.config.Section` declaring the run-config keys the strategy
+        reads besides the run-level ones (sampling, local training, reply validation),
+        in the strategy's own file. Keys are owned once: a plug-in's must not reuse a
+        name any built-in owner declares. ``keys`` lists them.
     deterministic : bool, default True
         False when the aggregate is random (DP noise); the contract suite then checks
         the noise-free part, with the seed set in ``contract_config``.
@@ -144,7 +190,7 @@ class StrategySpec:
     name: str
     summary: str
     build: Callable[[AppConfig], Strategy]
-    keys: tuple[Key, ...] = ()
+    config: type[Section] | None = None
     deterministic: bool = True
     server_optimizer: bool = False
     order_invariant: bool = True
@@ -152,12 +198,18 @@ class StrategySpec:
     origin: str = "built-in"
 
     def __post_init__(self) -> None:
-        for key in self.keys:
-            if not isinstance(key, Key):
-                raise TypeError(
-                    f"strategy {self.name!r}: keys must be tasks.config.Key objects, got {key!r}; "
-                    f"for keys declared in tasks.config.KEYS use builtin_keys({key!r})"
-                )
+        if self.config is not None and not (
+            isinstance(self.config, type) and issubclass(self.config, Section)
+        ):
+            raise TypeError(
+                f"strategy {self.name!r}: config must be a tasks.config.Section subclass (a frozen "
+                f"dataclass whose fields are declared with tasks.config.declare), got {self.config!r}"
+            )
+
+    @property
+    def keys(self) -> tuple[Key, ...]:
+        """The run-config keys the strategy declares (its ``config``'s), in declaration order."""
+        return self.config.keys() if self.config is not None else ()
 
 
 REGISTRY: dict[str, StrategySpec] = {
@@ -171,103 +223,82 @@ REGISTRY: dict[str, StrategySpec] = {
         StrategySpec(
             "fedprox",
             "FedProx (Li et al. 2020): proximal term on clients; stragglers aggregated",
-            lambda cfg: FedProx(proximal_mu=cfg.proximal_mu, **common_kwargs(cfg)),  # type: ignore[arg-type]
-            keys=builtin_keys("proximal-mu"),
+            _fedprox,
+            config=FedProxConfig,
         ),
         StrategySpec(
             "median",
             "coordinate-wise median (Yin et al. 2018); tolerates f < n/2",
-            lambda cfg: FedMedian(num_byzantine=cfg.robust_num_byzantine, **common_kwargs(cfg)),  # type: ignore[arg-type]
-            keys=builtin_keys("robust-num-byzantine"),
+            _median,
+            config=RobustConfig,
         ),
         StrategySpec(
             "trimmed-mean",
             "coordinate-wise beta-trimmed mean (Yin et al. 2018); needs beta >= f/n, 2*beta*n < n",
-            lambda cfg: FedTrimmedMean(
-                beta=cfg.trimmed_mean_beta,
-                num_byzantine=cfg.robust_num_byzantine,
-                **common_kwargs(cfg),  # type: ignore[arg-type]
-            ),
-            keys=builtin_keys("trimmed-mean-beta", "robust-num-byzantine"),
+            _trimmed_mean,
+            config=TrimmedMeanConfig,
         ),
         StrategySpec(
             "multi-krum",
             "Multi-Krum (Blanchard et al. 2017); needs n > 2f + 2",
-            lambda cfg: MultiKrum(
-                num_byzantine=cfg.robust_num_byzantine,
-                num_selected=cfg.krum_num_selected,
-                **common_kwargs(cfg),  # type: ignore[arg-type]
-            ),
-            keys=builtin_keys("robust-num-byzantine", "krum-num-selected"),
+            _multi_krum,
+            config=MultiKrumConfig,
         ),
         StrategySpec(
             "norm-bounded",
             "FedAvg over server-clipped updates (norm-bound)",
-            lambda cfg: NormBoundedFedAvg(max_norm=cfg.norm_bound, **common_kwargs(cfg)),  # type: ignore[arg-type]
-            keys=builtin_keys("norm-bound"),
+            _norm_bounded,
+            config=NormBoundedConfig,
         ),
         StrategySpec(
             "dp-fedavg",
             "weighted user-level DP-FedAvg (McMahan et al. 2018), accounted ε; adaptive clipping optional",
             lambda cfg: _dp(cfg, FedAvg(**common_kwargs(cfg))),  # type: ignore[arg-type]
-            keys=builtin_keys(*DP_KEYS),
+            config=DPConfig,
             deterministic=False,
             contract_config=DP_CONTRACT_CONFIG,
         ),
         StrategySpec(
             "dp-fedprox",
             "DP-FedAvg around FedProx: the clients' proximal term, user-level DP on the server",
-            lambda cfg: _dp(cfg, FedProx(proximal_mu=cfg.proximal_mu, **common_kwargs(cfg))),  # type: ignore[arg-type]
-            keys=builtin_keys("proximal-mu", *DP_KEYS),
+            lambda cfg: _dp(cfg, _fedprox(cfg)),  # type: ignore[arg-type]
+            config=DPFedProxConfig,
             deterministic=False,
             contract_config=DP_CONTRACT_CONFIG,
         ),
         StrategySpec(
             "fedadam",
             "FedAdam (Reddi et al. 2021): Adam on the server over FedAvg's mean update",
-            lambda cfg: FedAdam(
-                beta1=cfg.server_beta1, beta2=cfg.server_beta2, tau=cfg.server_tau, **server_opt_kwargs(cfg)
-            ),  # type: ignore[arg-type]
-            keys=builtin_keys(
-                "server-learning-rate", "server-beta1", "server-beta2", "server-tau", "proximal-mu"
-            ),
+            _fedadam,
+            config=SecondMomentOptConfig,
             server_optimizer=True,
         ),
         StrategySpec(
             "fedyogi",
             "FedYogi (Reddi et al. 2021): Yogi on the server over FedAvg's mean update",
-            lambda cfg: FedYogi(
-                beta1=cfg.server_beta1, beta2=cfg.server_beta2, tau=cfg.server_tau, **server_opt_kwargs(cfg)
-            ),  # type: ignore[arg-type]
-            keys=builtin_keys(
-                "server-learning-rate", "server-beta1", "server-beta2", "server-tau", "proximal-mu"
-            ),
+            _fedyogi,
+            config=SecondMomentOptConfig,
             server_optimizer=True,
         ),
         StrategySpec(
             "fedadagrad",
             "FedAdagrad (Reddi et al. 2021): Adagrad on the server over FedAvg's mean update",
-            lambda cfg: FedAdagrad(beta1=cfg.server_beta1, tau=cfg.server_tau, **server_opt_kwargs(cfg)),  # type: ignore[arg-type]
-            keys=builtin_keys("server-learning-rate", "server-beta1", "server-tau", "proximal-mu"),
+            _fedadagrad,
+            config=AdaptiveOptConfig,
             server_optimizer=True,
         ),
         StrategySpec(
             "fedavgm",
             "FedAvgM (Hsu et al. 2019): server momentum over FedAvg's mean update",
-            lambda cfg: FedAvgM(momentum=cfg.server_momentum, **server_opt_kwargs(cfg)),  # type: ignore[arg-type]
-            keys=builtin_keys("server-learning-rate", "server-momentum", "proximal-mu"),
+            _fedavgm,
+            config=FedAvgMConfig,
             server_optimizer=True,
         ),
         StrategySpec(
             "fedbuff",
             "FedBuff (Nguyen et al. 2022): asynchronous buffered aggregation, staleness weight 1/sqrt(1+tau)",
             lambda cfg: fedbuff_from_config(cfg, **common_kwargs(cfg)),
-            keys=builtin_keys(
-                "fedbuff-concurrency",
-                "fedbuff-buffer-size",
-                "fedbuff-max-staleness",
-                "fedbuff-server-learning-rate",
-            ),
+            config=FedBuffConfig,
             # The contract's 3-round digits run trains 5 clients: one buffer of all 5 per round.
             contract_config={"fedbuff-concurrency": 5, "fedbuff-buffer-size": 5},
         ),
@@ -288,10 +319,13 @@ def plugin_specs() -> dict[str, StrategySpec]:
     ConfigError
         Naming the package, if an entry point fails to load, is not a
         :class:`StrategySpec` (or a callable returning one), is named differently from its
-        spec, reuses a built-in strategy name, another plug-in's name, or a key of
-        :data:`tasks.config.KEYS`, or declares a key whose default fails its own check.
+        spec, reuses a built-in strategy name or another plug-in's name, declares a key a
+        built-in owner or another plug-in already declares (naming that owner), or a key
+        whose default fails its own check.
     """
     specs: dict[str, StrategySpec] = {}
+    builtin = builtin_keys()
+    plugin_keys: dict[str, tuple[Declared, str]] = {}  # name -> declaration, package
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         package = ep.dist.name if ep.dist is not None else "an unknown package"
         where = f"strategy plug-in {ep.name!r} ({ep.value!r} from package {package!r})"
@@ -313,16 +347,30 @@ def plugin_specs() -> dict[str, StrategySpec]:
             raise ConfigError(f"{where} clashes with the built-in strategy {spec.name!r}; rename the plug-in")
         if spec.name in specs:
             raise ConfigError(f"{where} clashes with the plug-in of package {specs[spec.name].origin!r}")
+        if spec.config is not None:
+            try:  # two fields of the plug-in's own config cannot declare one key either
+                declared_keys([spec.config])
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from exc
         for key in spec.keys:
-            if key.name in KEYS_BY_NAME:
+            if key.name in builtin:
                 raise ConfigError(
-                    f"{where} declares the key {key.name!r}, which is a built-in run-config key; "
-                    f"plug-ins declare keys of their own (e.g. prefixed with the strategy name)"
+                    f"{where} declares the key {key.name!r}, which is a built-in run-config key "
+                    f"(declared by {builtin[key.name].owner}); plug-ins declare keys of their own "
+                    f"(e.g. prefixed with the strategy name)"
+                )
+            if key.name in plugin_keys:
+                owner, other = plugin_keys[key.name]
+                raise ConfigError(
+                    f"{where} declares the key {key.name!r}, which the plug-in of package {other!r} "
+                    f"already declares ({owner.owner}); each key has one owner: rename one of them"
                 )
             try:
                 validated(key, key.default)
             except ConfigError as exc:
                 raise ConfigError(f"{where}: the default of its key {key.name!r} is invalid: {exc}") from exc
+        if spec.config is not None:
+            plugin_keys.update({name: (d, package) for name, d in declared_keys([spec.config]).items()})
         specs[spec.name] = replace(spec, origin=package)
     return specs
 
@@ -341,28 +389,29 @@ def get_spec(name: str) -> StrategySpec:
     return specs[name]
 
 
-def key_values(spec: StrategySpec, cfg: AppConfig) -> dict[str, Scalar]:
-    """The typed value of each of ``spec``'s keys in ``cfg``.
+def builtin_sections() -> tuple[type[Section], ...]:
+    """Every sub-config the built-in strategies and wrappers declare (for ``AppConfig``).
 
-    Built-in keys were validated with the rest of ``AppConfig``; a plug-in's keys are
-    read from ``cfg.extra`` (keys not declared in ``KEYS``), defaulted and validated here
-    with the same messages.
+    A class shared by several strategies (``FedProxConfig``) is listed once per use; it
+    is still one owner of its keys (:func:`tasks.config.declared_keys`).
     """
-    values: dict[str, Scalar] = {}
-    for key in spec.keys:
-        if key.name in KEYS_BY_NAME:
-            values[key.name] = getattr(cfg, key.name.replace("-", "_"))
-        else:
-            values[key.name] = validated(key, cfg.extra.get(key.name, key.default))
-    return values
+    strategies = tuple(spec.config for spec in REGISTRY.values() if spec.config is not None)
+    return (*strategies, DPConfig, CompressionConfig)
 
 
 def build_strategy(cfg: AppConfig) -> Strategy:
-    """Build the strategy named by ``cfg.strategy``, after validating the keys it declares."""
+    """Build the strategy named by ``cfg.strategy``, after validating the keys it declares.
+
+    Built-in keys were validated with the rest of ``AppConfig``; a plug-in's are read
+    from ``cfg.extra``, defaulted and validated here (its sub-config is built once before
+    ``build``, with the same messages), and also left typed in ``cfg.extra``.
+    """
     spec = get_spec(cfg.strategy)
-    own = {k: v for k, v in key_values(spec, cfg).items() if k not in KEYS_BY_NAME}
-    if own:
-        cfg = replace(cfg, extra={**cfg.extra, **own})
+    if spec.config is not None:
+        own = cfg.section(spec.config).values()
+        new = {k: v for k, v in own.items() if k not in cfg.owned}
+        if new:
+            cfg = replace(cfg, extra={**cfg.extra, **new})
     try:
         # compression != 'none' wraps any strategy (README "Update compression").
         return with_compression(cfg, spec.build(cfg))

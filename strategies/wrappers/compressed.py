@@ -80,7 +80,23 @@ from strategies.numeric.compression import (
     TOPK_FRACTION_KEY,
     decode_update,
 )
-from tasks.config import AppConfig
+from tasks.config import AppConfig, Section, declare, in_range, one_of
+
+
+@dataclass(frozen=True)
+class CompressionConfig(Section):
+    """Keys of the compression wrapper, around any strategy (README "Update compression")."""
+
+    compression: str = declare(
+        "none",
+        "client updates sent as: none (the model), int8 (quantized) or topk (sparsified)",
+        one_of(*SCHEMES),
+    )
+    topk_fraction: float = declare(
+        0.01,
+        "share of each layer's entries top-k sends (compression='topk')",
+        in_range(0, 1, lo_open=True),
+    )
 
 
 def record_bytes(content: RecordDict) -> int:
@@ -309,6 +325,7 @@ def _sent_model(record: ArrayRecord) -> _SentModel:
 
 def with_compression(cfg: AppConfig, strategy: Strategy) -> Strategy:
     """``strategy`` wrapped in :class:`CompressedStrategy` unless ``compression='none'``."""
-    if cfg.compression == "none":
+    own = cfg.section(CompressionConfig)
+    if own.compression == "none":
         return strategy
-    return CompressedStrategy(strategy, scheme=cfg.compression, topk_fraction=cfg.topk_fraction)
+    return CompressedStrategy(strategy, scheme=own.compression, topk_fraction=own.topk_fraction)

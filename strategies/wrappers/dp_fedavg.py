@@ -52,7 +52,6 @@ epsilon is never computed from a rate smaller than the one used.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from logging import INFO, WARNING
 from typing import Any
@@ -73,15 +72,19 @@ from strategies.core.sampling import TRAIN, round_rng, sample_ids, wait_for_node
 from strategies.core.validation import spec_of_record
 from strategies.numeric import dp as dp_math
 from strategies.numeric.accounting import Accountant, create_accountant
+from strategies.wrappers.dp_config import (  # noqa: F401 - the option lists, re-exported
+    CLIPPING_MODES,
+    ESTIMATORS,
+    SAMPLING_MODES,
+    DPConfig,
+    check_count_noise,
+)
 from tasks.config import AppConfig, ConfigError
 
 # Message keys of client-side clipping (defined with the math so clients need no Flower-side import).
 CLIP_NORM_KEY = dp_math.CLIP_NORM_KEY
 UNCLIPPED_KEY = dp_math.UNCLIPPED_KEY
 
-ESTIMATORS = ("fixed", "clipped", "uniform", "model-noise")
-CLIPPING_MODES = ("server", "client")
-SAMPLING_MODES = ("poisson", "fixed-size")
 #: eta_C of Andrew et al. 2021 (their code's default); not a run-config key.
 ADAPTIVE_CLIP_LEARNING_RATE = 0.2
 
@@ -106,97 +109,52 @@ class DPFedAvg(RoundLoop, Strategy):
         The wrapped strategy (FedAvg or FedProx); it supplies the local-training
         config, reply validation, per-round stats and evaluation. Its
         ``fraction_train``, ``min_valid_replies`` and stragglers are not used.
-    noise_multiplier : float
-        z > 0 (``dp-noise-multiplier``): noise std over the estimator's sensitivity.
-    clip_norm : float
-        S > 0 (``dp-clip-norm``); the initial C with adaptive clipping.
-    sampling_rate : float
-        q in (0, 1] (``dp-sampling-rate``).
-    delta : float
-        delta in (0, 1) and < 1 / population (``dp-delta``).
-    estimator : str, default "fixed"
-        ``fixed``, ``clipped``, ``uniform`` or ``model-noise`` (``dp-estimator``).
-    clipping : str, default "server"
-        ``server``: the server clips raw updates. ``client``: clients clip their
-        own update to ``dp-clip-norm`` and report ``dp-unclipped``; the server still
-        re-clips (a no-op for honest clients) because it sees the updates anyway.
-    sampling : str, default "poisson"
-        ``poisson`` or ``fixed-size`` (``dp-sampling``).
-    accountant : str, default "rdp"
-        ``rdp`` or ``pld`` (``dp-accountant``); fixed-size sampling needs ``rdp``.
-    weight_cap : float, default 1.0
-        w_hat > 0 (``dp-weight-cap``).
-    population : int, default 0
-        N (``dp-population``); 0 = the number of nodes connected at round 1.
-    min_total_weight : float, default 0.0
-        W_min of the clipped-denominator estimator (``dp-min-total-weight``); 0 = W.
-    max_epsilon : float, default 0.0
-        Stop before a round would exceed this epsilon (``dp-max-epsilon``); 0 = never.
-    adaptive_clipping : bool, default False
-        Adapt C (``dp-adaptive-clipping``).
-    target_quantile : float, default 0.5
-        gamma in [0, 1] (``dp-target-quantile``).
-    count_noise_std : float, default 0.0
-        sigma_b of the unclipped count (``dp-count-noise-std``); 0 = expected
-        clients per round / 20 (the paper's default).
-    noise_seed : int or None, default None
-        Seed of the DP noise (``dp-noise-seed``); None = OS entropy. A known seed
-        makes the noise predictable and voids the guarantee.
-    secure_noise : bool, default False
-        ``dp-secure-noise``: draw noise from a generator seeded from the OS CSPRNG with
-        Opacus's floating-point-attack mitigation (``dp_math.make_noise_rng``);
-        refuses a ``noise_seed``.
+    config : DPConfig
+        The ``dp-*`` keys (``strategies/wrappers/dp_config.py``), validated when the
+        config was built: z = ``noise_multiplier``, S = ``clip_norm`` (the initial C with
+        adaptive clipping), q = ``sampling_rate``, delta (< 1 / population, checked once
+        N is known), the ``estimator`` (``fixed``, ``clipped``, ``uniform``,
+        ``model-noise``), ``clipping`` (``server``: the server clips raw updates;
+        ``client``: clients clip their own update to ``dp-clip-norm`` and report
+        ``dp-unclipped``, and the server still re-clips, a no-op for honest clients),
+        ``sampling``, ``accountant``, w_hat = ``weight_cap``, N = ``population`` (0 = the
+        nodes connected at round 1), W_min = ``min_total_weight`` (0 = W),
+        ``max_epsilon`` (0 = never stop), ``adaptive_clipping`` with gamma =
+        ``target_quantile`` and sigma_b = ``count_noise_std`` (0 = expected clients per
+        round / 20, the paper's default), ``noise_seed`` (-1 = OS entropy; a known seed
+        makes the noise predictable and voids the guarantee) and ``secure_noise`` (noise
+        from a generator seeded from the OS CSPRNG with Opacus's floating-point-attack
+        mitigation, ``dp_math.make_noise_rng``).
 
     Raises
     ------
-    ValueError
-        Naming the run-config key of the first invalid parameter.
+    ConfigError
+        Naming ``dp-delta``, for a ``population`` whose 1/N is not above delta.
     """
 
-    def __init__(
-        self,
-        inner: FedAvg,
-        *,
-        noise_multiplier: float,
-        clip_norm: float,
-        sampling_rate: float,
-        delta: float,
-        estimator: str = "fixed",
-        clipping: str = "server",
-        sampling: str = "poisson",
-        accountant: str = "rdp",
-        weight_cap: float = 1.0,
-        population: int = 0,
-        min_total_weight: float = 0.0,
-        max_epsilon: float = 0.0,
-        adaptive_clipping: bool = False,
-        target_quantile: float = 0.5,
-        count_noise_std: float = 0.0,
-        noise_seed: int | None = None,
-        secure_noise: bool = False,
-    ) -> None:
+    def __init__(self, inner: FedAvg, config: DPConfig) -> None:
         super().__init__()
         self.inner = inner
-        self.noise_multiplier = noise_multiplier
-        self.clip_norm = clip_norm  # current C; changes with adaptive clipping
-        self.sampling_rate = sampling_rate
-        self.delta = delta
-        self.estimator = estimator
-        self.clipping = clipping
-        self.sampling = sampling
-        self.accountant_name = accountant
-        self.weight_cap = weight_cap
-        self.population = population if population > 0 else None
-        self.min_total_weight = min_total_weight
-        self.max_epsilon = max_epsilon
-        self.adaptive_clipping = adaptive_clipping
-        self.target_quantile = target_quantile
-        self.count_noise_std = count_noise_std
-        self.noise_seed = noise_seed
-        self.secure_noise = secure_noise
-        self._validate()
+        self.config = config  # validated when built: keys, ranges and combinations
+        self.noise_multiplier = config.noise_multiplier
+        self.clip_norm = config.clip_norm  # current C; changes with adaptive clipping
+        self.sampling_rate = config.sampling_rate
+        self.delta = config.delta
+        self.estimator = config.estimator
+        self.clipping = config.clipping
+        self.sampling = config.sampling
+        self.accountant_name = config.accountant
+        self.weight_cap = config.weight_cap
+        self.population = config.population if config.population > 0 else None
+        self.min_total_weight = config.min_total_weight
+        self.max_epsilon = config.max_epsilon
+        self.adaptive_clipping = config.adaptive_clipping
+        self.target_quantile = config.target_quantile
+        self.count_noise_std = config.count_noise_std
+        self.noise_seed = None if config.noise_seed < 0 else config.noise_seed
+        self.secure_noise = config.secure_noise
         # Created once: every draw of the run continues the same stream.
-        self._noise_rng = dp_math.make_noise_rng(noise_seed, secure=secure_noise)
+        self._noise_rng = dp_math.make_noise_rng(self.noise_seed, secure=self.secure_noise)
         self.accountant: Accountant | None = None
         self.sample_size: int | None = None  # round(q N), known once N is
         self._global: dict[int, list[np.ndarray]] = {}
@@ -207,80 +165,8 @@ class DPFedAvg(RoundLoop, Strategy):
             self._resolve_population(self.population, "dp-population")
 
     # ------------------------------------------------------------------ set-up
-    def _validate(self) -> None:
-        checks = (
-            ("dp-noise-multiplier", self.noise_multiplier, "must be a finite number > 0"),
-            ("dp-clip-norm", self.clip_norm, "must be a finite number > 0"),
-            ("dp-weight-cap", self.weight_cap, "must be a finite number > 0"),
-        )
-        for key, value, allowed in checks:
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise _bad(key, value, allowed)
-        if not (isinstance(self.sampling_rate, int | float) and 0 < self.sampling_rate <= 1):
-            raise _bad("dp-sampling-rate", self.sampling_rate, "must be in (0, 1]")
-        if not (isinstance(self.delta, int | float) and 0 < self.delta < 1):
-            raise _bad("dp-delta", self.delta, "must be in (0, 1)")
-        for key, value, allowed in (
-            ("dp-estimator", self.estimator, ESTIMATORS),
-            ("dp-clipping", self.clipping, CLIPPING_MODES),
-            ("dp-sampling", self.sampling, SAMPLING_MODES),
-        ):
-            if value not in allowed:
-                raise _bad(key, value, f"must be one of {', '.join(allowed)}")
-        if not (math.isfinite(self.min_total_weight) and self.min_total_weight >= 0):
-            raise _bad("dp-min-total-weight", self.min_total_weight, "must be >= 0 (0 = W)")
-        if not (math.isfinite(self.max_epsilon) and self.max_epsilon >= 0):
-            raise _bad("dp-max-epsilon", self.max_epsilon, "must be >= 0 (0 = no limit)")
-        if not 0 <= self.target_quantile <= 1:
-            raise _bad("dp-target-quantile", self.target_quantile, "must be in [0, 1]")
-        if not (math.isfinite(self.count_noise_std) and self.count_noise_std >= 0):
-            raise _bad("dp-count-noise-std", self.count_noise_std, "must be >= 0 (0 = clients/20)")
-        if self.estimator == "model-noise":
-            if self.max_epsilon > 0:
-                raise _bad(
-                    "dp-max-epsilon",
-                    self.max_epsilon,
-                    "cannot be enforced with dp-estimator='model-noise', which has no accounted epsilon",
-                )
-            if self.adaptive_clipping:
-                raise _bad("dp-adaptive-clipping", True, "needs dp-estimator fixed, clipped or uniform")
-        if self.estimator == "uniform" and self.sampling == "poisson":
-            raise _bad(
-                "dp-estimator",
-                self.estimator,
-                "'uniform' (sigma = z*S/m with the realised m) has no valid epsilon under "
-                "dp-sampling='poisson': m is random and removing one client moves the mean by up to "
-                "2S/(m+1), not S/m. Sound combinations: dp-estimator='uniform' with "
-                "dp-sampling='fixed-size' (replace-one neighbours), or dp-estimator='fixed' or "
-                "'clipped' with dp-sampling='poisson'",
-            )
-        if self.secure_noise and self.noise_seed is not None:
-            raise _bad(
-                "dp-noise-seed",
-                self.noise_seed,
-                "dp-secure-noise=true draws noise from OS entropy and cannot use a known seed; "
-                "set dp-noise-seed=-1 (or dp-secure-noise=false for a reproducible experiment)",
-            )
-        try:  # unknown accountant names, and PLD with fixed-size sampling
-            create_accountant(
-                self.accountant_name,
-                sampling=self.sampling,
-                population_size=1 if self.sampling == "fixed-size" else None,
-            )
-        except ValueError as exc:
-            raise ValueError(f"dp-accountant={self.accountant_name!r} is invalid: {exc}") from exc
-        if self.adaptive_clipping and self.count_noise_std > 0:
-            self._check_count_noise(self.count_noise_std)
-
     def _check_count_noise(self, sigma_b: float) -> None:
-        if self.noise_multiplier >= 2 * sigma_b:
-            raise _bad(
-                "dp-count-noise-std",
-                sigma_b,
-                f"adaptive clipping needs dp-noise-multiplier={self.noise_multiplier} < 2 * count noise "
-                f"std = {2 * sigma_b:g} (else the count uses the whole budget); raise dp-count-noise-std "
-                "or lower dp-noise-multiplier",
-            )
+        check_count_noise(noise_multiplier=self.noise_multiplier, count_noise_std=sigma_b)
 
     def _resolve_population(self, population: int, source: str) -> None:
         """Fix N and everything that depends on it: W, W_min, sigma_b, the accountant."""
@@ -721,23 +607,4 @@ def build_dp_strategy(cfg: AppConfig, inner: FedAvg) -> Strategy:
             cfg.straggler_fraction,
             "stragglers are not simulated under DP (the DP wrapper owns client selection); set it to 0",
         )
-    return DPFedAvg(
-        inner,
-        noise_multiplier=cfg.dp_noise_multiplier,
-        clip_norm=cfg.dp_clip_norm,
-        sampling_rate=cfg.dp_sampling_rate,
-        delta=cfg.dp_delta,
-        estimator=cfg.dp_estimator,
-        clipping=cfg.dp_clipping,
-        sampling=cfg.dp_sampling,
-        accountant=cfg.dp_accountant,
-        weight_cap=cfg.dp_weight_cap,
-        population=cfg.dp_population,
-        min_total_weight=cfg.dp_min_total_weight,
-        max_epsilon=cfg.dp_max_epsilon,
-        adaptive_clipping=cfg.dp_adaptive_clipping,
-        target_quantile=cfg.dp_target_quantile,
-        count_noise_std=cfg.dp_count_noise_std,
-        noise_seed=None if cfg.dp_noise_seed < 0 else cfg.dp_noise_seed,
-        secure_noise=cfg.dp_secure_noise,
-    )
+    return DPFedAvg(inner, cfg.section(DPConfig))

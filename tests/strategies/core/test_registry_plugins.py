@@ -25,28 +25,59 @@ from strategies.core.registry import (
     StrategySpec,
     all_specs,
     build_strategy,
-    builtin_keys,
     get_spec,
 )
-from tasks.config import KEYS_BY_NAME, AppConfig, ConfigError
+from tasks.config import AppConfig, ConfigError, Section
 from tests.plugins import EXAMPLE_PLUGIN, install_example_plugin, write_distribution
 
 DOC = REPO / "docs" / "writing-a-strategy.md"
 
 SPEC_MODULE = """
+from dataclasses import dataclass
+
 from strategies.algorithms.fedavg import FedAvg
 from strategies.core.registry import StrategySpec, common_kwargs
-from tasks.config import Key, at_least
+from tasks.config import Section, at_least, declare
 
 def make_spec(name="{name}", key="{key}", default={default}):
+    @dataclass(frozen=True)
+    class PluginConfig(Section):
+        knob: int = declare(default, "a plug-in key", at_least(0), name=key)
+
     return StrategySpec(
         name=name,
         summary="a test plug-in",
         build=lambda cfg: FedAvg(**common_kwargs(cfg)),
-        keys=(Key(key, int, default, "a plug-in key", at_least(0)),),
+        config=PluginConfig,
     )
 
 SPEC = make_spec()
+"""
+
+#: A plug-in whose whole declaration of two keys is its own file: the registry must validate
+#: them, ``list`` must show them and ``build`` must get them typed in its sub-config.
+OWN_KEYS_MODULE = """
+from dataclasses import dataclass
+
+from strategies.algorithms.fedavg import FedAvg
+from strategies.core.registry import StrategySpec, common_kwargs
+from tasks.config import Section, at_least, declare, one_of
+
+BUILT = []
+
+
+@dataclass(frozen=True)
+class OwnConfig(Section):
+    own_rounds: int = declare(4, "how many inner rounds", at_least(1))
+    own_mode: str = declare("fast", "fast or careful", one_of("fast", "careful"))
+
+
+def build(cfg):
+    BUILT.append(cfg.section(OwnConfig))
+    return FedAvg(**common_kwargs(cfg))
+
+
+SPEC = StrategySpec(name="ownkeys", summary="keys declared in this file only", build=build, config=OwnConfig)
 """
 
 
@@ -194,10 +225,50 @@ def test_two_plugins_with_one_name_clash(on_path: Path) -> None:
         all_specs()
 
 
-def test_a_spec_with_key_names_instead_of_keys_is_refused_with_the_fix() -> None:
-    with pytest.raises(TypeError, match=r"use builtin_keys\('proximal-mu'\)"):
-        StrategySpec("x", "x", lambda cfg: None, keys=("proximal-mu",))  # type: ignore[arg-type]
-    assert builtin_keys("proximal-mu") == (KEYS_BY_NAME["proximal-mu"],)
+def test_two_plugins_declaring_one_key_are_refused_naming_both(on_path: Path) -> None:
+    add_plugin(on_path, "first-plugin", "tplug", "plugin_first_key:SPEC", spec_source())
+    add_plugin(on_path, "second-plugin", "tplug2", "plugin_second_key:SPEC", spec_source(name="tplug2"))
+
+    with pytest.raises(ConfigError) as info:
+        all_specs()
+
+    message = str(info.value)
+    assert "declares the key 'tplug-rounds', which the plug-in" in message
+    assert "'first-plugin'" in message and "'second-plugin'" in message
+
+
+def test_a_spec_whose_config_is_not_a_section_is_refused_with_the_fix() -> None:
+    with pytest.raises(
+        TypeError, match=r"config must be a tasks.config.Section subclass .*tasks.config.declare"
+    ):
+        StrategySpec("x", "x", lambda cfg: None, config=dict)  # type: ignore[arg-type,return-value]
+    assert StrategySpec("y", "y", lambda cfg: None, config=Section).keys == ()  # type: ignore[arg-type,return-value]
+
+
+def test_keys_declared_in_a_strategy_file_alone_are_validated_listed_and_typed(
+    on_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare: the plug-in's file is the only place its keys exist.
+    add_plugin(on_path, "own-keys", "ownkeys", "plugin_own_keys:SPEC", OWN_KEYS_MODULE)
+
+    # Execute
+    build_strategy(AppConfig.from_run_config({"strategy": "ownkeys", "own-rounds": 9}))
+    status = list_main(["list"])
+
+    # Assert: typed and frozen in the strategy's sub-config, defaults filled in ...
+    (own,) = sys.modules["plugin_own_keys"].BUILT
+    assert (own.own_rounds, own.own_mode) == (9, "fast")
+    with pytest.raises(AttributeError):
+        own.own_rounds = 1
+    # ... listed with type, default and range ...
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "own-rounds (int, default 4) >= 1: how many inner rounds" in out
+    assert "own-mode (str, default 'fast') one of fast, careful: fast or careful" in out
+    # ... and validated before the strategy is built, with the run-config message.
+    with pytest.raises(ConfigError, match=r"own-mode='slow' is invalid: must be one of fast, careful"):
+        build_strategy(AppConfig.from_run_config({"strategy": "ownkeys", "own-mode": "slow"}))
+    assert len(sys.modules["plugin_own_keys"].BUILT) == 1
 
 
 # --------------------------------------------------------------------------- #

@@ -12,6 +12,7 @@ from strategies.algorithms.fedprox import FedProx
 from strategies.core.control import StopTraining
 from strategies.core.records import from_layers, to_layers
 from strategies.numeric.accounting import create_accountant
+from strategies.wrappers.dp_config import DPConfig
 from strategies.wrappers.dp_fedavg import CLIP_NORM_KEY, UNCLIPPED_KEY, DPFedAvg
 from tasks.config import ConfigError
 from tests.conftest import FakeGrid, config_record, make_reply
@@ -20,9 +21,12 @@ DIM = 20_000
 
 
 def _dp(inner: FedAvg | None = None, **overrides: object) -> DPFedAvg:
-    settings: dict = dict(noise_multiplier=1.0, clip_norm=1.0, sampling_rate=0.5, delta=1e-5, noise_seed=1)
+    # weight_cap=1.0: the constructor's default before DPFedAvg took a DPConfig (run config: 100).
+    settings: dict = dict(
+        noise_multiplier=1.0, clip_norm=1.0, sampling_rate=0.5, delta=1e-5, noise_seed=1, weight_cap=1.0
+    )
     settings.update(overrides)
-    return DPFedAvg(inner or FedAvg(seed=3, min_available_nodes=1), **settings)
+    return DPFedAvg(inner or FedAvg(seed=3, min_available_nodes=1), DPConfig(**settings))
 
 
 def _configure(strategy: DPFedAvg, server_round: int, nodes: list[int], dim: int = DIM) -> list[int]:
@@ -310,7 +314,7 @@ def test_secure_noise_refuses_a_known_seed() -> None:
 
 def test_secure_noise_aggregates_with_the_secure_generator() -> None:
     # Prepare: N = 4, fixed-size q = 0.5 -> qW = 2 (cap 100); sigma = z S / (qW) = 0.5.
-    strategy = _dp(secure_noise=True, noise_seed=None, sampling="fixed-size", population=4, weight_cap=100.0)
+    strategy = _dp(secure_noise=True, noise_seed=-1, sampling="fixed-size", population=4, weight_cap=100.0)
     sampled = _configure(strategy, 1, [1, 2, 3, 4])
 
     arrays, _ = strategy.aggregate_train(1, [_reply(n, 0.0, 10) for n in sampled])

@@ -11,6 +11,7 @@ from server_app.reporting import format_round
 from strategies.algorithms.fedavg import FedAvg
 from strategies.core.records import from_layers, to_layers
 from strategies.core.registry import build_strategy
+from strategies.wrappers.dp_config import DPConfig
 from strategies.wrappers.dp_fedavg import DPFedAvg
 from tasks.config import AppConfig, ConfigError
 from tests.conftest import FakeGrid, config_record, make_reply
@@ -19,11 +20,18 @@ NODES = list(range(1, 41))
 
 
 def _dp(**overrides: object) -> DPFedAvg:
+    # weight_cap=1.0: the constructor's default before DPFedAvg took a DPConfig (run config: 100).
     settings: dict = dict(
-        noise_multiplier=1.0, clip_norm=1.0, sampling_rate=0.25, delta=1e-5, noise_seed=5, population=40
+        noise_multiplier=1.0,
+        clip_norm=1.0,
+        sampling_rate=0.25,
+        delta=1e-5,
+        noise_seed=5,
+        population=40,
+        weight_cap=1.0,
     )
     settings.update(overrides)
-    return DPFedAvg(FedAvg(seed=3, min_available_nodes=1), **settings)
+    return DPFedAvg(FedAvg(seed=3, min_available_nodes=1), DPConfig(**settings))
 
 
 def _round(strategy: DPFedAvg, t: int, arrays):  # noqa: ANN001, ANN202
@@ -67,7 +75,7 @@ def test_without_a_noise_seed_the_sample_is_not_a_function_of_the_public_seed() 
     arrays = from_layers(["w"], [np.zeros(2, np.float32)])
     picks = []
     for _ in range(2):
-        strategy = _dp(noise_seed=None)
+        strategy = _dp(noise_seed=-1)
         messages = strategy.configure_train(1, arrays, config_record(local_epochs=1), FakeGrid(NODES))
         picks.append(sorted(m.metadata.dst_node_id for m in messages))
     # Two entropy-seeded draws of Poisson(q=0.25) over 40 nodes agree with probability ~1e-8.
