@@ -1,4 +1,7 @@
-"""Simulated attackers, through the real ClientApp train handler."""
+"""Simulated attackers, through the real ClientApp (its train handler and attack mod).
+
+The attack reaches the client as the ServerApp sends it, in the train config.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from client_app.app import app
 from harness.attacks import choose_attacked
+from server_app.app import client_configs
 from strategies.core.records import from_layers, to_layers
 from tasks.config import AppConfig, ConfigError
 from tasks.models import build_model
@@ -22,17 +26,24 @@ TRAIN_CONFIG = {**DIGITS_TRAIN_CONFIG, "server-round": 3}
 _run_ids = iter(range(50_000, 60_000))
 
 
-def train(partition: int, run_config: dict, node_config: dict | None = None) -> tuple[list, list, Message]:
-    """One train call; returns (global, sent, reply)."""
+def train(
+    partition: int, server: dict, node_config: dict | None = None, run_config: dict | None = None
+) -> tuple[list, list, Message]:
+    """One train call with the attack the ServerApp sends for run config ``server``; (global, sent, reply).
+
+    ``run_config`` is the node's own run config (the client must not read attacks from it).
+    """
     torch.manual_seed(0)  # the same global model in every call
     model = build_model("digits-cnn", (1, 8, 8), 10)
     names = list(model.state_dict())
     global_layers = get_weights(model)
-    content = RecordDict({"arrays": from_layers(names, global_layers), "config": ConfigRecord(TRAIN_CONFIG)})
+    sent_config, _ = client_configs(AppConfig.from_run_config(server), "digits-cnn", 10)
+    config = ConfigRecord({**sent_config, **TRAIN_CONFIG})  # one local epoch, as the other tests
+    content = RecordDict({"arrays": from_layers(names, global_layers), "config": config})
     msg = Message(content, dst_node_id=5, message_type=MessageType.TRAIN)
     node = node_config or {"partition-id": partition, "num-partitions": NUM_PARTITIONS}
     ctx = Context(
-        run_id=next(_run_ids), node_id=5, node_config=node, state=RecordDict(), run_config=run_config
+        run_id=next(_run_ids), node_id=5, node_config=node, state=RecordDict(), run_config=run_config or {}
     )
     reply = app(msg, ctx)
     assert not reply.has_error(), reply.error
