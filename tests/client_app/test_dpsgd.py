@@ -23,7 +23,6 @@ from tasks.models import build_model
 from tasks.train import get_weights
 from tests.conftest import DIGITS_TRAIN_CONFIG
 
-
 #: The DP-SGD settings as the ServerApp sends them in the train config.
 _SERVER_TRAIN_CONFIG, _ = client_configs(
     AppConfig.from_run_config({"dp-sgd-noise-multiplier": 1.0}), "digits-cnn", 10
@@ -218,3 +217,17 @@ def test_dp_secure_noise_reaches_the_client() -> None:
 
     # Assert
     assert isinstance(client, DPSGDClient) and client.trainer.engine.secure_mode
+
+
+def test_a_client_trains_with_dp_sgd_after_evaluating_its_model() -> None:
+    # Prepare: evaluation leaves the (shared) model in eval mode, which Opacus refuses to train.
+    client = _logreg_client()
+    client.evaluate(get_weights(client.model), {})
+    assert not client.model.training
+    config = {"local-epochs": 1, "batch-size": 10, "learning-rate": 0.1}
+
+    # Execute
+    params, num_examples, metrics = client.fit(get_weights(client.model), config)
+
+    # Assert
+    assert num_examples == 100 and metrics[EPSILON_KEY] > 0 and all(np.isfinite(p).all() for p in params)
