@@ -231,3 +231,31 @@ def test_a_client_trains_with_dp_sgd_after_evaluating_its_model() -> None:
 
     # Assert
     assert num_examples == 100 and metrics[EPSILON_KEY] > 0 and all(np.isfinite(p).all() for p in params)
+
+
+def test_the_server_sends_dp_sgd_only_when_it_is_on() -> None:
+    from client_app.dp import DPSGDSettings
+
+    cfg = AppConfig.from_run_config(
+        {"dp-sgd-noise-multiplier": 0.8, "dp-sgd-max-grad-norm": 2.0, "dp-sgd-delta": 1e-6}
+    )
+    train_config, eval_config = client_configs(cfg, "digits-cnn", 10)
+    plain, _ = client_configs(AppConfig.from_run_config({}), "digits-cnn", 10)
+
+    assert DPSGDSettings.from_config(train_config) == DPSGDSettings(0.8, 2.0, 1e-6, False)
+    assert DPSGDSettings.from_config(plain) is None
+    assert not any(k.startswith("dp-") for k in [*plain.keys(), *eval_config.keys()])
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"dp-sgd-noise-multiplier": -1.0}, "dp-sgd-noise-multiplier=-1.0 must be >= 0"),
+        ({"dp-sgd-noise-multiplier": 1.0, "dp-sgd-delta": 1e-5}, "no dp-sgd-max-grad-norm, dp-secure-noise"),
+    ],
+)
+def test_a_dp_sgd_message_without_every_setting_is_refused_naming_the_key(config: dict, message: str) -> None:
+    from client_app.dp import DPSGDSettings
+
+    with pytest.raises(ValueError, match=message):
+        DPSGDSettings.from_config(config)
