@@ -192,9 +192,9 @@ def _node(context: Context, config: Mapping[str, Any], training: Training | None
 @app.train(mods=TRAIN_MODS)
 def train(msg: Message, context: Context) -> Message:
     """Train the NumPyClient on the received global model; reply with the new one."""
-    config = msg.content[wire.CONFIG]
+    config = msg.content.config_records[wire.CONFIG]
     node = _node(context, config, Training.from_message(config, context.node_config))
-    params = to_layers(msg.content[wire.ARRAYS], node.names)
+    params = to_layers(msg.content.array_records[wire.ARRAYS], node.names)
     # A DP-SGD node's privacy history lives in context.state, not in this process's cache.
     new_params, num_examples, metrics = node.client.fit_on_node(params, dict(config), context.state)
     reply = RecordDict(
@@ -210,11 +210,11 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on the node's held-out data."""
-    config = msg.content[wire.CONFIG]
+    config = msg.content.config_records[wire.CONFIG]
     # Any client of the node will do: every kind evaluates the same model on the same
     # honest held-out data (label flipping touches training labels only).
     node = _node(context, config, None)
-    params = to_layers(msg.content[wire.ARRAYS], node.names)
+    params = to_layers(msg.content.array_records[wire.ARRAYS], node.names)
     loss, num_examples, metrics = node.client.evaluate(params, dict(config))
     reply = RecordDict(
         {wire.METRICS: MetricRecord({wire.LOSS: loss, **metrics, wire.NUM_EXAMPLES: num_examples})}

@@ -9,6 +9,7 @@ from logging import ERROR, INFO, WARNING
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app.typing import ConfigRecordValues
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
@@ -63,7 +64,7 @@ def client_configs(cfg: AppConfig, model_name: str, num_classes: int) -> tuple[C
     plain run's messages carry only the training settings. Strategies and wrappers add
     their own keys on top (``proximal-mu``, ``dp-clip-norm``, ``compression``, ...).
     """
-    model = {wire.MODEL: model_name, wire.NUM_CLASSES: num_classes}
+    model: dict[str, ConfigRecordValues] = {wire.MODEL: model_name, wire.NUM_CLASSES: num_classes}
     train = ConfigRecord(
         {
             **model,
