@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from flwr.app import RecordDict
 from flwr.client import NumPyClient
 from torch import nn
 
+from tasks import wire
 from tasks.loading import ClientData
 from tasks.train import get_weights, set_weights, test, train
 
@@ -60,16 +62,26 @@ class TorchClient(NumPyClient):
             self.model,
             self.x_train,
             self.y_train,
-            epochs=int(config["local-epochs"]),
-            batch_size=int(config["batch-size"]),
-            learning_rate=float(config["learning-rate"]),
-            momentum=float(config.get("momentum", 0.0)),
-            weight_decay=float(config.get("weight-decay", 0.0)),
-            proximal_mu=float(config.get("proximal-mu", 0.0)),
-            seed=self.seed * 100_003 + int(config.get("server-round", 0)),
+            epochs=int(config[wire.LOCAL_EPOCHS]),
+            batch_size=int(config[wire.BATCH_SIZE]),
+            learning_rate=float(config[wire.LEARNING_RATE]),
+            momentum=float(config.get(wire.MOMENTUM, 0.0)),
+            weight_decay=float(config.get(wire.WEIGHT_DECAY, 0.0)),
+            proximal_mu=float(config.get(wire.PROXIMAL_MU, 0.0)),
+            seed=self.seed * 100_003 + int(config.get(wire.SERVER_ROUND, 0)),
         )
-        metrics = {"train-loss": result.loss, "train-seconds": result.seconds}
+        metrics = {wire.TRAIN_LOSS: result.loss, wire.TRAIN_SECONDS: result.seconds}
         return get_weights(self.model), result.num_examples, metrics
+
+    def fit_on_node(
+        self, parameters: list[np.ndarray], config: dict[str, Any], state: RecordDict
+    ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        """``fit`` for the node whose ``context.state`` is ``state``.
+
+        The plain client keeps nothing per node, so this is ``fit``; a client that does
+        (DP-SGD's privacy history, ``client_app.dpsgd``) overrides it.
+        """
+        return self.fit(parameters, config)
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
@@ -78,5 +90,5 @@ class TorchClient(NumPyClient):
         result = test(self.model, self.x_val, self.y_val)
         metrics: dict[str, Any] = {}
         if result.accuracy is not None:
-            metrics["accuracy"] = result.accuracy
+            metrics[wire.ACCURACY] = result.accuracy
         return result.loss, result.num_examples, metrics

@@ -1,7 +1,9 @@
 """Client side of update compression: reply with the compressed update, keep the top-k residual.
 
 When the server's train config carries ``compression`` (``int8`` or ``topk``, set by
-``strategies.wrappers.compressed.CompressedStrategy``), the client replies with
+``strategies.wrappers.compressed.CompressedStrategy``), :func:`compression_mod` (the
+outermost of the ClientApp's train mods, so it encodes exactly what the node would
+otherwise send, after clipping and any simulated attack) replies with
 ``delta = local - global`` of every floating layer encoded by
 :func:`strategies.numeric.compression.encode_update` under the record ``compressed-update``
 instead of the full model under ``arrays``. Integer buffers (BatchNorm's
@@ -24,18 +26,16 @@ from __future__ import annotations
 from logging import WARNING
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp.typing import ClientAppCallable
 from flwr.supercore import log
 
-from strategies.core.records import ARRAYS_KEY, from_layers, to_layers
-from strategies.numeric.compression import (
-    COMPRESSED_KEY,
-    COMPRESSION_KEY,
-    TOPK_FRACTION_KEY,
-    ErrorFeedback,
-    encode_update,
-    is_compressed,
-)
+from strategies.core.records import from_layers, to_layers
+from strategies.numeric.compression import ErrorFeedback, encode_update, is_compressed
+from tasks import wire
+
+ARRAYS_KEY, COMPRESSED_KEY = wire.ARRAYS, wire.COMPRESSED
+COMPRESSION_KEY, TOPK_FRACTION_KEY = wire.COMPRESSION, wire.TOPK_FRACTION
 
 #: ``context.state`` record holding the top-k residual of every layer.
 RESIDUAL_KEY = "topk-residual"
@@ -87,6 +87,33 @@ def reply_arrays(
         residuals = feedback.state_dict()
         state[RESIDUAL_KEY] = from_layers(list(residuals), list(residuals.values()))
     return COMPRESSED_KEY, from_layers(list(encoded), list(encoded.values()))
+
+
+def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Flower mod: replace the reply's model by its compressed update when the config asks.
+
+    Reads ``compression`` / ``topk-fraction`` from the message's train config; the top-k
+    residual lives in ``context.state`` (see the module docstring). Without
+    ``compression`` in the config, or on an error reply, the reply passes through.
+    """
+    config = msg.content.config_records.get(wire.CONFIG)
+    reply = call_next(msg, context)
+    if config is None or COMPRESSION_KEY not in config or reply.has_error():
+        return reply
+    if ARRAYS_KEY not in reply.content.array_records:
+        return reply
+    local = reply.content.array_records[ARRAYS_KEY]
+    names = list(local.keys())
+    key, arrays = reply_arrays(
+        names,
+        to_layers(msg.content.array_records[ARRAYS_KEY], names),
+        to_layers(local),
+        config,
+        context.state,
+    )
+    del reply.content[ARRAYS_KEY]
+    reply.content[key] = arrays
+    return reply
 
 
 def load_residual(state: RecordDict, names: list[str], deltas: list[np.ndarray]) -> ErrorFeedback:

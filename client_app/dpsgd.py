@@ -25,13 +25,13 @@ from flwr.app import ConfigRecord, RecordDict
 from torch import nn
 
 from client_app.client import TorchClient
-from strategies.core.records import DP_SGD_EPSILON_KEY
+from tasks import wire
 from tasks.dp_train import DPSGDTrainer, check_delta
 from tasks.loading import ClientData
 from tasks.train import get_weights, set_weights
 
 #: Reply metric: this client's epsilon (at its dp-sgd-delta) over all rounds it trained.
-EPSILON_KEY = DP_SGD_EPSILON_KEY
+EPSILON_KEY = wire.DP_SGD_EPSILON
 #: ``context.state`` record holding the node's DP-SGD privacy history.
 HISTORY_KEY = "dp-sgd-history"
 
@@ -89,7 +89,7 @@ class DPSGDClient(TorchClient):
     model, data, device, seed
         As for :class:`client_app.client.TorchClient`.
     noise_multiplier : float
-        z > 0 (``dp-sgd-noise-multiplier``).
+        z > 0 (``dp-sgd-noise-multiplier`` of the server's train config).
     max_grad_norm : float
         Per-example clipping norm (``dp-sgd-max-grad-norm``).
     delta : float
@@ -138,16 +138,16 @@ class DPSGDClient(TorchClient):
             self.model,
             self.x_train,
             self.y_train,
-            epochs=int(config["local-epochs"]),
-            batch_size=int(config["batch-size"]),
-            learning_rate=float(config["learning-rate"]),
-            momentum=float(config.get("momentum", 0.0)),
-            weight_decay=float(config.get("weight-decay", 0.0)),
-            proximal_mu=float(config.get("proximal-mu", 0.0)),
+            epochs=int(config[wire.LOCAL_EPOCHS]),
+            batch_size=int(config[wire.BATCH_SIZE]),
+            learning_rate=float(config[wire.LEARNING_RATE]),
+            momentum=float(config.get(wire.MOMENTUM, 0.0)),
+            weight_decay=float(config.get(wire.WEIGHT_DECAY, 0.0)),
+            proximal_mu=float(config.get(wire.PROXIMAL_MU, 0.0)),
         )
         metrics = {
-            "train-loss": result.loss,
-            "train-seconds": result.seconds,
+            wire.TRAIN_LOSS: result.loss,
+            wire.TRAIN_SECONDS: result.seconds,
             EPSILON_KEY: self.trainer.epsilon(),
         }
         return get_weights(self.model), result.num_examples, metrics

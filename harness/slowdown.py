@@ -8,7 +8,8 @@ after training, sleeps ``(f_i - 1) * t`` where ``t`` is its measured training ti
 its reply arrives after ``f_i * t`` seconds. Sleeping (not spinning) keeps the CPU free
 for the other nodes, as a slow phone would not slow the others down.
 
-Factors (run config ``device-slowdown``; the server sends it in the train config):
+Factors (run config ``device-slowdown``; the server sends it and its parameters in the
+train config, and the client reads them from there only):
 
 - ``none``: f = 1 (the default; nothing is slept);
 - ``uniform``: f ~ U[1, ``device-slowdown-max``];
@@ -20,6 +21,10 @@ Each factor is drawn from ``numpy.random.default_rng([seed, partition-id, stream
 same run seed gives every partition the same factor in every run and for every strategy,
 so synchronous and asynchronous runs face the same slow devices. A deployed SuperNode
 (no ``partition-id``) is really as slow as it is: nothing is simulated there.
+
+:func:`slowdown_mod` applies it as a Flower mod around the ClientApp's train handler
+(``client_app.app``): it is the innermost mod, so the sleep follows training directly,
+as a slow device's reply would, before clipping, attacks and compression touch the reply.
 """
 
 from __future__ import annotations
@@ -32,16 +37,19 @@ from logging import WARNING
 from typing import Any
 
 import numpy as np
+from flwr.app import Context, Message, MetricRecord
+from flwr.clientapp.typing import ClientAppCallable
 from flwr.supercore import log
 
+from tasks import wire
 from tasks.config import Section, declare, in_range, one_of
 
 #: Keys the server puts in the train config (``server_app.app.client_configs``).
 SLOWDOWN_KEY, MAX_KEY, SIGMA_KEY, SEED_KEY = (
-    "device-slowdown",
-    "device-slowdown-max",
-    "device-slowdown-sigma",
-    "device-slowdown-seed",
+    wire.DEVICE_SLOWDOWN,
+    wire.DEVICE_SLOWDOWN_MAX,
+    wire.DEVICE_SLOWDOWN_SIGMA,
+    wire.DEVICE_SLOWDOWN_SEED,
 )
 DISTRIBUTIONS = ("none", "uniform", "lognormal")
 
@@ -135,17 +143,54 @@ def slow_down(
     kind = str(config.get(SLOWDOWN_KEY, "none"))
     if kind == "none":
         return {}
-    if "partition-id" not in node_config:
+    if wire.PARTITION_ID not in node_config:
         log(WARNING, "device-slowdown=%r is for simulated nodes; this node has no partition-id", kind)
         return {}
     factor = slowdown_factor(
         kind,
         seed=int(config.get(SEED_KEY, 0)),
-        partition=int(node_config["partition-id"]),
+        partition=int(node_config[wire.PARTITION_ID]),
         max_factor=float(config.get(MAX_KEY, 4.0)),
         sigma=float(config.get(SIGMA_KEY, 1.0)),
     )
     extra = (factor - 1.0) * max(float(train_seconds), 0.0)
     if extra > 0:
         sleep(extra)
-    return {"slowdown-factor": factor, "slowdown-seconds": extra}
+    return {wire.SLOWDOWN_FACTOR: factor, wire.SLOWDOWN_SECONDS: extra}
+
+
+def slowdown_mod(
+    msg: Message,
+    context: Context,
+    call_next: ClientAppCallable,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Message:
+    """Flower mod: after the train handler, sleep as a device ``f`` times slower would.
+
+    Reads ``device-slowdown`` and its parameters from the message's train config (never
+    from the run config) and the node's ``partition-id``; adds ``slowdown-factor`` and
+    ``slowdown-seconds`` to the reply's metrics. A reply without ``train-seconds`` (an
+    error, or not a train reply) passes through untouched.
+
+    Parameters
+    ----------
+    msg, context, call_next
+        As for any Flower mod.
+    sleep : callable, default time.sleep
+        How to wait (tests bind a recorder with ``functools.partial``).
+
+    Returns
+    -------
+    Message
+        The handler's reply, with the slowdown metrics when one applied.
+    """
+    reply = call_next(msg, context)
+    config = msg.content.config_records.get(wire.CONFIG)
+    metrics = None if reply.has_error() else reply.content.metric_records.get(wire.METRICS)
+    if config is None or metrics is None or wire.TRAIN_SECONDS not in metrics:
+        return reply
+    extra = slow_down(config, context.node_config, float(metrics[wire.TRAIN_SECONDS]), sleep=sleep)  # type: ignore[arg-type]
+    if extra:
+        reply.content[wire.METRICS] = MetricRecord({**metrics, **extra})
+    return reply

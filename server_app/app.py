@@ -9,6 +9,7 @@ from logging import ERROR, INFO, WARNING
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app.typing import ConfigRecordValues
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
@@ -29,6 +30,7 @@ from strategies.algorithms.fedavg import NodeReport
 from strategies.core.control import StopTraining
 from strategies.core.records import from_layers, to_layers
 from strategies.core.registry import build_strategy, get_spec
+from tasks import wire
 from tasks.config import AppConfig, ConfigError
 from tasks.data import DataBundle
 from tasks.loading import dataset_for
@@ -54,25 +56,50 @@ def prepare(cfg: AppConfig) -> tuple[DataBundle, str, torch.nn.Module]:
 
 
 def client_configs(cfg: AppConfig, model_name: str, num_classes: int) -> tuple[ConfigRecord, ConfigRecord]:
-    """What clients need each round: the server owns every algorithm parameter."""
-    model = {"model": model_name, "num-classes": num_classes}
+    """What clients need each round: the server owns every algorithm parameter.
+
+    The ClientApp reads its training, DP-SGD, attack and slow-down settings from this
+    train config only (never from its own run config), so the server's run config is
+    the one that counts. Optional features add their keys only when they are on, so a
+    plain run's messages carry only the training settings. Strategies and wrappers add
+    their own keys on top (``proximal-mu``, ``dp-clip-norm``, ``compression``, ...).
+    """
+    model: dict[str, ConfigRecordValues] = {wire.MODEL: model_name, wire.NUM_CLASSES: num_classes}
     train = ConfigRecord(
         {
             **model,
-            "local-epochs": cfg.local_epochs,
-            "batch-size": cfg.batch_size,
-            "learning-rate": cfg.learning_rate,
-            "momentum": cfg.momentum,
-            "weight-decay": cfg.weight_decay,
+            wire.LOCAL_EPOCHS: cfg.local_epochs,
+            wire.BATCH_SIZE: cfg.batch_size,
+            wire.LEARNING_RATE: cfg.learning_rate,
+            wire.MOMENTUM: cfg.momentum,
+            wire.WEIGHT_DECAY: cfg.weight_decay,
         }
     )
     if cfg.device_slowdown != "none":  # simulated slow devices (harness/slowdown.py)
         train.update(
             {
-                "device-slowdown": cfg.device_slowdown,
-                "device-slowdown-max": cfg.device_slowdown_max,
-                "device-slowdown-sigma": cfg.device_slowdown_sigma,
-                "device-slowdown-seed": cfg.seed,
+                wire.DEVICE_SLOWDOWN: cfg.device_slowdown,
+                wire.DEVICE_SLOWDOWN_MAX: cfg.device_slowdown_max,
+                wire.DEVICE_SLOWDOWN_SIGMA: cfg.device_slowdown_sigma,
+                wire.DEVICE_SLOWDOWN_SEED: cfg.seed,
+            }
+        )
+    if cfg.dp_sgd_noise_multiplier > 0:  # sample-level DP-SGD on the client (client_app/dpsgd.py)
+        train.update(
+            {
+                wire.DP_SGD_NOISE_MULTIPLIER: cfg.dp_sgd_noise_multiplier,
+                wire.DP_SGD_MAX_GRAD_NORM: cfg.dp_sgd_max_grad_norm,
+                wire.DP_SGD_DELTA: cfg.dp_sgd_delta,
+                wire.DP_SECURE_NOISE: cfg.dp_secure_noise,
+            }
+        )
+    if cfg.attack != "none":  # simulated Byzantine clients (harness/client_attack.py)
+        train.update(
+            {
+                wire.ATTACK: cfg.attack,
+                wire.ATTACK_FRACTION: cfg.attack_fraction,
+                wire.ATTACK_SCALE: cfg.attack_scale,
+                wire.SEED: cfg.seed,
             }
         )
     return train, ConfigRecord(model)

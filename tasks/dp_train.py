@@ -153,6 +153,9 @@ class DPSGDTrainer:
         The FedProx term's gradient ``mu (w - w_global)`` depends on no example, so it
         is added after clipping and noise (post-processing, no privacy cost).
         """
+        # Training mode first: Opacus's validator refuses a model in eval mode, which is how
+        # evaluating it (tasks.train.test) leaves it, e.g. a node evaluated in the last round.
+        model.train()
         errors = ModuleValidator.validate(model, strict=False)
         if errors:
             raise ValueError(f"model is not compatible with DP-SGD (Opacus): {errors[0]}")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
-from client_app.app import app
+from client_app.app import app, clear_caches
 from client_app.dpsgd import (
     EPSILON_KEY,
     HISTORY_KEY,
@@ -15,31 +15,42 @@ from client_app.dpsgd import (
     load_privacy_history,
     store_privacy_history,
 )
+from server_app.app import client_configs
 from strategies.core.records import from_layers, to_layers
+from tasks.config import AppConfig
 from tasks.loading import ClientData
 from tasks.models import build_model
 from tasks.train import get_weights
 from tests.conftest import DIGITS_TRAIN_CONFIG
 
+#: The DP-SGD settings as the ServerApp sends them in the train config.
+_SERVER_TRAIN_CONFIG, _ = client_configs(
+    AppConfig.from_run_config({"dp-sgd-noise-multiplier": 1.0}), "digits-cnn", 10
+)
+DP_SGD_CONFIG = {k: v for k, v in _SERVER_TRAIN_CONFIG.items() if k.startswith("dp-")}
 
-def _train_message(server_round: int, arrays: dict | None = None) -> tuple[Message, list[str]]:
+
+def _train_message(
+    server_round: int, arrays: dict | None = None, dp_sgd: dict | None = None
+) -> tuple[Message, list[str]]:
     model = build_model("digits-cnn", (1, 8, 8), 10)
     names = list(model.state_dict().keys())
     record = arrays or from_layers(names, get_weights(model))
-    config = ConfigRecord({**DIGITS_TRAIN_CONFIG, "server-round": server_round})
+    extra = DP_SGD_CONFIG if dp_sgd is None else dp_sgd
+    config = ConfigRecord({**DIGITS_TRAIN_CONFIG, **extra, "server-round": server_round})
     return Message(
         RecordDict({"arrays": record, "config": config}), dst_node_id=7, message_type=MessageType.TRAIN
     ), names
 
 
 def test_dp_sgd_client_reports_growing_epsilon_through_the_train_handler() -> None:
-    # Prepare: a run whose config turns on DP-SGD.
+    # Prepare: the server's train config turns on DP-SGD (the node's run config does not).
     ctx = Context(
         run_id=4242,
         node_id=7,
         node_config={"partition-id": 0, "num-partitions": 4},
         state=RecordDict(),
-        run_config={"dp-sgd-noise-multiplier": 1.0},
+        run_config={},
     )
     first, names = _train_message(1)
 
@@ -117,21 +128,18 @@ def test_epsilon_covers_every_round_of_the_node_when_a_fresh_process_serves_it()
     # another simulation worker or a fresh ClientApp process serves the node's next message.
     from opacus.accountants import RDPAccountant
 
-    import client_app.app as client_module
-
     ctx = Context(
         run_id=4343,
         node_id=7,
         node_config={"partition-id": 1, "num-partitions": 4},
         state=RecordDict(),
-        run_config={"dp-sgd-noise-multiplier": 1.0},
+        run_config={},
     )
     replies = []
 
     # Execute: three rounds, each in a "fresh process".
     for server_round in (1, 2, 3):
-        client_module._CACHE.clear()
-        client_module._MODELS.clear()
+        clear_caches()
         message, _ = _train_message(server_round)
         replies.append(app(message, ctx))
 
@@ -195,12 +203,59 @@ def test_secure_mode_trains_with_opacus_secure_noise() -> None:
 
 
 def test_dp_secure_noise_reaches_the_client() -> None:
-    from client_app.dp import make_client
-    from tasks.config import AppConfig
+    # Prepare: the setting travels in the server's train config.
+    from client_app.dp import DPSGDSettings, make_client
 
     cfg = AppConfig.from_run_config({"dp-sgd-noise-multiplier": 1.0, "dp-secure-noise": True})
+    train_config, _ = client_configs(cfg, "logreg", 3)
     data = ClientData(*(np.zeros((20, 4), np.float32), np.zeros(20, np.int64)) * 2)
 
-    client = make_client(cfg, build_model("logreg", (4,), 3), data, torch.device("cpu"), 0)
+    # Execute
+    client = make_client(
+        DPSGDSettings.from_config(train_config), build_model("logreg", (4,), 3), data, torch.device("cpu"), 0
+    )
 
+    # Assert
     assert isinstance(client, DPSGDClient) and client.trainer.engine.secure_mode
+
+
+def test_a_client_trains_with_dp_sgd_after_evaluating_its_model() -> None:
+    # Prepare: evaluation leaves the (shared) model in eval mode, which Opacus refuses to train.
+    client = _logreg_client()
+    client.evaluate(get_weights(client.model), {})
+    assert not client.model.training
+    config = {"local-epochs": 1, "batch-size": 10, "learning-rate": 0.1}
+
+    # Execute
+    params, num_examples, metrics = client.fit(get_weights(client.model), config)
+
+    # Assert
+    assert num_examples == 100 and metrics[EPSILON_KEY] > 0 and all(np.isfinite(p).all() for p in params)
+
+
+def test_the_server_sends_dp_sgd_only_when_it_is_on() -> None:
+    from client_app.dp import DPSGDSettings
+
+    cfg = AppConfig.from_run_config(
+        {"dp-sgd-noise-multiplier": 0.8, "dp-sgd-max-grad-norm": 2.0, "dp-sgd-delta": 1e-6}
+    )
+    train_config, eval_config = client_configs(cfg, "digits-cnn", 10)
+    plain, _ = client_configs(AppConfig.from_run_config({}), "digits-cnn", 10)
+
+    assert DPSGDSettings.from_config(train_config) == DPSGDSettings(0.8, 2.0, 1e-6, False)
+    assert DPSGDSettings.from_config(plain) is None
+    assert not any(k.startswith("dp-") for k in [*plain.keys(), *eval_config.keys()])
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"dp-sgd-noise-multiplier": -1.0}, "dp-sgd-noise-multiplier=-1.0 must be >= 0"),
+        ({"dp-sgd-noise-multiplier": 1.0, "dp-sgd-delta": 1e-5}, "no dp-sgd-max-grad-norm, dp-secure-noise"),
+    ],
+)
+def test_a_dp_sgd_message_without_every_setting_is_refused_naming_the_key(config: dict, message: str) -> None:
+    from client_app.dp import DPSGDSettings
+
+    with pytest.raises(ValueError, match=message):
+        DPSGDSettings.from_config(config)

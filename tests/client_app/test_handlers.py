@@ -78,7 +78,7 @@ def test_device_file_is_used_whole(tmp_path) -> None:  # noqa: ANN001
 
 def test_virtual_nodes_share_one_model_without_leaking_state_between_them() -> None:
     # Prepare: one global model; node 0 trains, then node 1, then node 0 again on the same input.
-    from client_app.app import _CACHE
+    from client_app.app import _RUNS
 
     msg, names = _message(MessageType.TRAIN, DIGITS_TRAIN_CONFIG)
     run = Context(run_id=96, node_id=7, node_config={}, state=RecordDict(), run_config={})
@@ -96,7 +96,8 @@ def test_virtual_nodes_share_one_model_without_leaking_state_between_them() -> N
     again = train_on(0)
 
     # Assert: one model object serves both nodes, and node 1's training did not change node 0's result.
-    models = {id(c.client.model) for k, c in _CACHE.items() if k[0] == run.run_id}
-    assert len(models) == 1
+    cached = _RUNS.peek(run.run_id)
+    assert cached is not None and len(cached.nodes) == 2
+    assert len({id(node.client.model) for node in cached.nodes.values()}) == 1
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert any(not np.array_equal(a, b) for a, b in zip(first, other, strict=True))

@@ -1,4 +1,7 @@
-"""Simulated attackers, through the real ClientApp train handler."""
+"""Simulated attackers, through the real ClientApp (its train handler and attack mod).
+
+The attack reaches the client as the ServerApp sends it, in the train config.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from client_app.app import app
 from harness.attacks import choose_attacked
+from harness.client_attack import AttackSettings, attack_mod
+from server_app.app import client_configs
 from strategies.core.records import from_layers, to_layers
 from tasks.config import AppConfig, ConfigError
 from tasks.models import build_model
@@ -22,17 +27,24 @@ TRAIN_CONFIG = {**DIGITS_TRAIN_CONFIG, "server-round": 3}
 _run_ids = iter(range(50_000, 60_000))
 
 
-def train(partition: int, run_config: dict, node_config: dict | None = None) -> tuple[list, list, Message]:
-    """One train call; returns (global, sent, reply)."""
+def train(
+    partition: int, server: dict, node_config: dict | None = None, run_config: dict | None = None
+) -> tuple[list, list, Message]:
+    """One train call with the attack the ServerApp sends for run config ``server``; (global, sent, reply).
+
+    ``run_config`` is the node's own run config (the client must not read attacks from it).
+    """
     torch.manual_seed(0)  # the same global model in every call
     model = build_model("digits-cnn", (1, 8, 8), 10)
     names = list(model.state_dict())
     global_layers = get_weights(model)
-    content = RecordDict({"arrays": from_layers(names, global_layers), "config": ConfigRecord(TRAIN_CONFIG)})
+    sent_config, _ = client_configs(AppConfig.from_run_config(server), "digits-cnn", 10)
+    config = ConfigRecord({**sent_config, **TRAIN_CONFIG})  # one local epoch, as the other tests
+    content = RecordDict({"arrays": from_layers(names, global_layers), "config": config})
     msg = Message(content, dst_node_id=5, message_type=MessageType.TRAIN)
     node = node_config or {"partition-id": partition, "num-partitions": NUM_PARTITIONS}
     ctx = Context(
-        run_id=next(_run_ids), node_id=5, node_config=node, state=RecordDict(), run_config=run_config
+        run_id=next(_run_ids), node_id=5, node_config=node, state=RecordDict(), run_config=run_config or {}
     )
     reply = app(msg, ctx)
     assert not reply.has_error(), reply.error
@@ -110,3 +122,76 @@ def test_a_deployed_node_never_attacks(tmp_path) -> None:  # noqa: ANN001
 def test_bad_attack_settings_are_rejected_naming_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=key):
         AppConfig.from_run_config({key: value})
+
+
+# ---------------------------------------------------------------- the attack mod, on its own
+def _mod_call(config: dict, node_config: dict) -> tuple[Message, list[np.ndarray]]:
+    """``attack_mod`` around a handler whose "trained" model is the global one plus 1 everywhere."""
+    names = ["w", "b"]
+    global_layers = [np.zeros((2, 2), np.float32), np.zeros(3, np.float32)]
+    content = RecordDict({"arrays": from_layers(names, global_layers), "config": ConfigRecord(config)})
+    msg = Message(content, dst_node_id=5, message_type=MessageType.TRAIN)
+
+    def handler(m: Message, ctx: Context) -> Message:
+        local = [g + 1 for g in global_layers]
+        reply = RecordDict({"arrays": from_layers(names, local), "info": ConfigRecord({"device": "cpu"})})
+        return Message(content=reply, reply_to=m)
+
+    ctx = Context(run_id=1, node_id=5, node_config=node_config, state=RecordDict(), run_config={})
+    reply = attack_mod(msg, ctx, handler)
+    return reply, [np.array(a) for a in to_layers(reply.content["arrays"], names)]
+
+
+SIGN_FLIP = {"attack": "sign-flip", "attack-fraction": 0.3, "attack-scale": 2.0, "seed": 42}
+
+
+def test_attack_mod_flips_an_attackers_update_and_says_so() -> None:
+    reply, sent = _mod_call(SIGN_FLIP, {"partition-id": ATTACKED[0], "num-partitions": NUM_PARTITIONS})
+
+    assert all(np.array_equal(s, np.full_like(s, -2.0)) for s in sent)  # 0 − 2·(+1)
+    info = reply.content["info"]
+    assert info["device"] == "cpu" and info["attacker"] is True and info["partition-id"] == ATTACKED[0]
+
+
+def test_attack_mod_leaves_an_honest_node_and_a_run_without_attack_alone() -> None:
+    honest, sent = _mod_call(SIGN_FLIP, {"partition-id": HONEST, "num-partitions": NUM_PARTITIONS})
+    plain, plain_sent = _mod_call({}, {"partition-id": ATTACKED[0], "num-partitions": NUM_PARTITIONS})
+
+    assert all(np.array_equal(s, np.ones_like(s)) for s in sent + plain_sent)
+    assert honest.content["info"]["attacker"] is False
+    assert "attacker" not in plain.content["info"]
+
+
+@pytest.mark.parametrize("node_config", [{}, {"data-path": "/data/node.npz"}])
+def test_a_deployed_node_ignores_an_attack_request(node_config: dict) -> None:
+    # Even with every partition attacking, a node without a simulated partition sends its update.
+    reply, sent = _mod_call({**SIGN_FLIP, "attack-fraction": 1.0}, node_config)
+
+    assert all(np.array_equal(s, np.ones_like(s)) for s in sent)
+    assert "attacker" not in reply.content["info"]
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({**SIGN_FLIP, "attack": "flip"}, "attack='flip' must be one of none, sign-flip"),
+        ({**SIGN_FLIP, "attack-fraction": 1.5}, "attack-fraction=1.5 must be in"),
+        ({**SIGN_FLIP, "attack-scale": 0.0}, "attack-scale=0.0 must be > 0"),
+        ({"attack": "scale"}, "no attack-fraction, attack-scale, seed"),
+    ],
+)
+def test_bad_attack_settings_in_the_message_are_refused_naming_the_key(config: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AttackSettings.from_config(config)
+
+
+def test_the_server_sends_the_attack_in_the_train_config_only_when_one_is_configured() -> None:
+    run_config = {"attack": "gaussian", "attack-fraction": 0.4, "attack-scale": 0.5, "seed": 7}
+    cfg = AppConfig.from_run_config(run_config)
+
+    train_config, eval_config = client_configs(cfg, "digits-cnn", 10)
+    plain, _ = client_configs(AppConfig.from_run_config({}), "digits-cnn", 10)
+
+    assert AttackSettings.from_config(train_config) == AttackSettings("gaussian", 0.4, 0.5, 7)
+    assert "attack" not in eval_config and "attack" not in plain
+    assert AttackSettings.from_config(plain) is None

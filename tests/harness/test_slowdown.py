@@ -106,3 +106,49 @@ def test_the_server_sends_the_slowdown_in_the_train_config() -> None:
     assert train["device-slowdown"] == "lognormal" and train["device-slowdown-sigma"] == 0.5
     assert train["device-slowdown-max"] == 4.0 and train["device-slowdown-seed"] == 5
     assert "device-slowdown" not in plain
+
+
+# ---------------------------------------------------------------- the slowdown mod, on its own
+def _mod_reply(config: dict, node_config: dict, slept: list[float]) -> dict:
+    """``slowdown_mod`` around a handler that reports 2 s of training; the reply's metrics."""
+    from functools import partial
+
+    from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+
+    from harness.slowdown import slowdown_mod
+
+    msg = Message(RecordDict({"config": ConfigRecord(config)}), dst_node_id=1, message_type=MessageType.TRAIN)
+
+    def handler(m: Message, ctx: Context) -> Message:
+        metrics = MetricRecord({"train-seconds": 2.0, "num-examples": 10})
+        return Message(content=RecordDict({"metrics": metrics}), reply_to=m)
+
+    ctx = Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
+    reply = partial(slowdown_mod, sleep=slept.append)(msg, ctx, handler)
+    return dict(reply.content["metrics"])
+
+
+def test_slowdown_mod_sleeps_after_training_and_reports_it() -> None:
+    slept: list[float] = []
+    config = {"device-slowdown": "uniform", "device-slowdown-max": 5.0, "device-slowdown-seed": 9}
+    expected = slowdown_factor("uniform", seed=9, partition=3, max_factor=5.0, sigma=1.0)
+
+    metrics = _mod_reply(config, {"partition-id": 3, "num-partitions": 10}, slept)
+
+    assert slept == [pytest.approx((expected - 1.0) * 2.0)]
+    assert metrics["slowdown-factor"] == expected and metrics["num-examples"] == 10
+
+
+@pytest.mark.parametrize(
+    ("config", "node_config"),
+    [
+        ({}, {"partition-id": 3}),
+        ({"device-slowdown": "uniform", "device-slowdown-max": 5.0}, {"data-path": "/data/x.npz"}),
+    ],
+)
+def test_slowdown_mod_does_nothing_unless_asked_on_a_simulated_node(config: dict, node_config: dict) -> None:
+    slept: list[float] = []
+
+    metrics = _mod_reply(config, node_config, slept)
+
+    assert slept == [] and metrics == {"train-seconds": 2.0, "num-examples": 10}
