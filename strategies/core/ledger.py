@@ -233,9 +233,7 @@ def validate_train_replies(
         sums do not depend on arrival order; the model's array names; rejections; failures.
     """
     replies = list(replies)
-    good, rejections, failures = split_replies(
-        replies, sent=sent, stage="train", pre_rejected=pre_rejected
-    )
+    good, rejections, failures = split_replies(replies, sent=sent, stage="train", pre_rejected=pre_rejected)
     names = list(spec) if spec is not None else []
     valid, layers = [], []
     for msg in good:
@@ -251,9 +249,7 @@ def validate_train_replies(
     # Arrival order depends on timing and node ids are random per run: order by content,
     # so float sums (and thus a resumed run) are reproducible bit for bit.
     order = sorted(range(len(valid)), key=lambda i: reply_digest(valid[i], layers[i]))
-    return TrainValidation(
-        [valid[i] for i in order], [layers[i] for i in order], names, rejections, failures
-    )
+    return TrainValidation([valid[i] for i in order], [layers[i] for i in order], names, rejections, failures)
 
 
 def reply_digest(msg: Message, layers: list[np.ndarray]) -> tuple[float, bytes]:
