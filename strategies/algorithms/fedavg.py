@@ -14,6 +14,21 @@ Its aggregate path is shared by every subclass: the rule (:meth:`FedAvg.aggregat
 sees floating-point parameters only, the released model carries the round's global
 integer buffers, and :meth:`FedAvg.release_model` refuses a non-finite model
 (``strategies/core/buffers.py``).
+
+It is also the base every FedAvg-family strategy and wrapper builds on, through public
+hooks only (no wrapper reads its private attributes):
+
+- the strategy protocol (``strategies/core/protocol.py``): ``stats``, ``nodes``,
+  ``round_metrics``, ``state_dict`` / ``load_state_dict`` / ``check_state``, ``summary``,
+  ``add_reply_transform`` and ``start`` (the round driver, ``strategies/core/loop.py``);
+- sampling: ``connected_nodes`` (the one bounded wait), ``select_nodes`` (the sampling
+  hook), ``train_messages`` (messages to nodes someone else chose: DP's Poisson sample),
+  ``prepare_train_config`` (FedProx adds μ), ``remember_global`` (server optimizers keep
+  the round's model);
+- aggregation: ``valid_train_replies`` (pure validation, ``strategies/core/ledger.py``,
+  recorded in the round's ledger), ``aggregate_layers`` (the rule), ``apply_aggregate``
+  (a server optimizer's step), ``release_model`` (the final check) and ``finish_round``
+  (the one place a round's nodes, loss, DP-SGD ε and attackers are recorded).
 """
 
 from __future__ import annotations
