@@ -19,9 +19,10 @@ Members, and why the ServerApp needs each:
 - ``summary()``: the start-up log.
 - ``add_reply_transform(transform)``: the reply-transform hook. A wrapper that changes
   what replies carry (compression decodes updates) registers a transform once; the
-  strategy that validates replies applies it to each batch of train replies *after*
-  matching them to the messages sent and *before* validation, and counts the replies the
-  transform drops as rejected (with the transform's reason), not as failed nodes.
+  strategy that validates replies applies it to each batch of train replies before
+  validating them. A transform keeps each reply's metadata (replies are still matched to
+  the messages sent) and reports the replies it cannot transform by index; those count
+  as rejected with the transform's reason (the node answered), not as failed nodes.
 - the four Message-API hooks (``configure_train`` … ``aggregate_evaluate``), which the
   round driver (:func:`strategies.core.loop.run_rounds`) and wrappers call.
 """

@@ -64,6 +64,8 @@ from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
 from strategies.algorithms.fedavg import FedAvg
+from strategies.algorithms.fedbuff import FedBuff
+from strategies.algorithms.robust_base import RobustFedAvg
 from strategies.core.buffers import parameter_indices, select, with_previous_buffers
 from strategies.core.control import StopTraining
 from strategies.core.records import METRICS_KEY, NUM_EXAMPLES, to_layers
@@ -677,10 +679,6 @@ def dp_inner_problem(strategy: object) -> str | None:
     - stragglers (``straggler-fraction`` > 0): DP's sampling is what the accountant
       assumes; dropping or shortening sampled clients is not simulated under DP.
     """
-    # Imported here: the algorithms import nothing of this module, and this check is rare.
-    from strategies.algorithms.fedbuff import FedBuff
-    from strategies.algorithms.robust_base import RobustFedAvg
-
     if not isinstance(strategy, FedAvg):
         return (
             "DP needs a FedAvg-family strategy (FedAvg, FedProx, a server optimizer) as the inner "
