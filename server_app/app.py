@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from logging import ERROR, INFO, WARNING
 
@@ -11,13 +10,11 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.app.typing import ConfigRecordValues
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
 from harness.attacks import choose_attacked
 from server_app.checkpoint import (
     Checkpoint,
-    ChecksState,
     check_resumable,
     load_checkpoint,
     restore_rng_states,
@@ -28,6 +25,7 @@ from server_app.reporting import RoundReporter, node_table
 from server_app.run_dir import RunDirectory, write_json_atomic
 from strategies.algorithms.fedavg import NodeReport
 from strategies.core.control import StopTraining
+from strategies.core.protocol import EdgeStrategy, require_edge_strategy
 from strategies.core.records import from_layers, to_layers
 from strategies.core.registry import build_strategy, get_spec
 from tasks import wire
@@ -111,7 +109,10 @@ def main(grid: Grid, context: Context) -> None:
     cfg = AppConfig.from_run_config(context.run_config)
     checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
     bundle, model_name, model = prepare(cfg)
-    strategy = build_strategy(cfg)
+    try:  # the ServerApp calls a strategy only through the EdgeStrategy protocol
+        strategy = require_edge_strategy(build_strategy(cfg), cfg.strategy)
+    except TypeError as exc:
+        raise ConfigError(f"run config: {exc}") from exc
     names = list(model.state_dict().keys())
     initial, start_round = get_weights(model), 1
     if checkpoint is not None:
@@ -157,7 +158,7 @@ def main(grid: Grid, context: Context) -> None:
             model=model_name,
             names=names,
             arrays=to_layers(arrays, names),
-            strategy_state=strategy.state_dict() if hasattr(strategy, "state_dict") else {},
+            strategy_state=strategy.state_dict(),
             rounds=run_dir.rounds,
             config=cfg.to_dict(),
         )
@@ -168,7 +169,7 @@ def main(grid: Grid, context: Context) -> None:
         central_eval if cfg.central_eval else None,
         cfg.num_server_rounds,
         # Strategies may add per-round metrics (a DP strategy: ε, clipping norm).
-        extra_metrics=getattr(strategy, "round_metrics", None),
+        extra_metrics=strategy.round_metrics,
         on_round_end=write_checkpoint,
     )
     reporter.latest_arrays = from_layers(names, initial)
@@ -183,7 +184,7 @@ def main(grid: Grid, context: Context) -> None:
             train_config=train_config,
             evaluate_config=eval_config,
             evaluate_fn=reporter,
-            **({"start_round": start_round} if start_round > 1 else {}),
+            start_round=start_round,
         )
         result_arrays = result.arrays
         run_dir.status = "completed"
@@ -231,7 +232,7 @@ def record_attackers(run_dir: RunDirectory, cfg: AppConfig, nodes: Mapping[int, 
 def resume_from(
     checkpoint: Checkpoint,
     cfg: AppConfig,
-    strategy: Strategy,
+    strategy: EdgeStrategy,
     model_name: str,
     names: list[str],
     initial: list[np.ndarray],
@@ -253,16 +254,11 @@ def resume_from(
             "the result will not equal an uninterrupted run's",
             ", ".join(changed),
         )
-    if "start_round" not in inspect.signature(strategy.start).parameters:
-        raise ConfigError(
-            f"run config: resume={cfg.resume!r}: strategy {cfg.strategy!r} cannot resume: its start() "
-            "takes no start_round (see docs/writing-a-strategy.md). Start a fresh run."
-        )
     try:
-        strategy.load_state_dict(checkpoint.strategy_state)  # type: ignore[attr-defined]
+        strategy.load_state_dict(checkpoint.strategy_state)
         # State that agrees with itself but not with the model (an optimizer's moments of
         # other shapes) would otherwise fail only after a round of training.
-        problem = strategy.check_state(names, initial) if isinstance(strategy, ChecksState) else None
+        problem = strategy.check_state(names, initial)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         problem = f"{type(exc).__name__}: {exc}"
     if problem is not None:

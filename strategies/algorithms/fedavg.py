@@ -14,13 +14,26 @@ Its aggregate path is shared by every subclass: the rule (:meth:`FedAvg.aggregat
 sees floating-point parameters only, the released model carries the round's global
 integer buffers, and :meth:`FedAvg.release_model` refuses a non-finite model
 (``strategies/core/buffers.py``).
+
+It is also the base every FedAvg-family strategy and wrapper builds on, through public
+hooks only (no wrapper reads its private attributes):
+
+- the strategy protocol (``strategies/core/protocol.py``): ``stats``, ``nodes``,
+  ``round_metrics``, ``state_dict`` / ``load_state_dict`` / ``check_state``, ``summary``,
+  ``add_reply_transform`` and ``start`` (the round driver, ``strategies/core/loop.py``);
+- sampling: ``connected_nodes`` (the one bounded wait), ``select_nodes`` (the sampling
+  hook), ``train_messages`` (messages to nodes someone else chose: DP's Poisson sample),
+  ``prepare_train_config`` (FedProx adds μ), ``remember_global`` (server optimizers keep
+  the round's model);
+- aggregation: ``valid_train_replies`` (pure validation, ``strategies/core/ledger.py``,
+  recorded in the round's ledger), ``aggregate_layers`` (the rule), ``apply_aggregate``
+  (a server optimizer's step), ``release_model`` (the final check) and ``finish_round``
+  (the one place a round's nodes, loss, DP-SGD ε and attackers are recorded).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from logging import INFO, WARNING
 from typing import Any
 
@@ -28,6 +41,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+from flwr.serverapp.strategy import Result
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from flwr.supercore import log
 
@@ -38,11 +52,20 @@ from strategies.core.buffers import (
     select,
     with_previous_buffers,
 )
-from strategies.core.loop import RoundLoop
+from strategies.core.ledger import (  # noqa: F401  (RoundStats, NodeReport, ... re-exported: their old home)
+    NodeReport,
+    RoundStats,
+    client_epsilons,
+    max_client_epsilon,
+    reply_digest,
+    split_replies,
+    validate_train_replies,
+)
+from strategies.core.loop import EvaluateFn, run_rounds
+from strategies.core.protocol import ReplyTransform
 from strategies.core.records import (
     ARRAYS_KEY,
     CONFIG_KEY,
-    DP_SGD_EPSILON_KEY,
     INFO_KEY,
     METRICS_KEY,
     NUM_EXAMPLES,
@@ -50,7 +73,6 @@ from strategies.core.records import (
     to_layers,
 )
 from strategies.core.reply_checks import ArraySpec, Rejection
-from strategies.core.reply_identity import ReplyHeader, Sent, match_replies
 from strategies.core.sampling import (
     EVALUATE,
     STRAGGLERS,
@@ -61,51 +83,12 @@ from strategies.core.sampling import (
     sample_size,
     wait_for_nodes,
 )
-from strategies.core.validation import spec_of_record, validate_evaluate_reply, validate_train_reply
+from strategies.core.validation import spec_of_record, validate_evaluate_reply
 from strategies.numeric.aggregate import weighted_average
+from tasks import wire
 
 
-@dataclass
-class RoundStats:
-    """Participation in one round, as reported in the round log and metrics.json."""
-
-    sampled: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    dropped: int = 0  # stragglers a strategy chose not to aggregate
-    eval_sampled: int = 0
-    eval_succeeded: int = 0
-    failed_nodes: list[int] = field(default_factory=list)
-    rejected: dict[str, int] = field(default_factory=dict)  # reason → count (train and evaluate)
-    kept_previous_model: bool = False
-    train_loss: float | None = None
-    federated_loss: float | None = None
-    federated_accuracy: float | None = None
-    #: Largest ε reported by DP-SGD clients this round (sample-level DP), if any.
-    dp_sgd_epsilon: float | None = None
-    #: Each DP-SGD node's own ε this round (node id → ε over all its rounds so far).
-    dp_sgd_epsilon_by_node: dict[int, float] = field(default_factory=dict)
-    #: Accepted replies from simulated attackers (run config ``attack``), if any attacked.
-    attackers: int = 0
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class NodeReport:
-    """What a node said about itself in its last train reply."""
-
-    device: str
-    num_examples: int
-    train_seconds: float
-    #: Simulated attacks only: the node's partition and whether it attacked.
-    partition: int | None = None
-    num_partitions: int | None = None
-    attacker: bool = False
-
-
-class FedAvg(RoundLoop, FlowerFedAvg):
+class FedAvg(FlowerFedAvg):
     """Example-weighted FedAvg with seeded sampling, bounded waits and stragglers.
 
     Parameters
@@ -165,6 +148,7 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         # (round, message type) → the messages sent: replies are matched against them.
         self._sent: dict[tuple[int, str], list[Message]] = {}
         self._previous_buffers: dict[int, dict[str, np.ndarray]] = {}
+        self._reply_transforms: list[ReplyTransform] = []
 
     # ------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
@@ -201,17 +185,60 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         )
         super().summary()
 
-    # ------------------------------------------------------------------ sampling
-    def _sample(
-        self, grid: Grid, fraction: float, minimum: int, server_round: int, purpose: int
-    ) -> list[int]:
-        needed = max(self.min_available_nodes, minimum)
-        connected = wait_for_nodes(
-            grid.get_node_ids,
-            minimum=needed,
-            timeout=self.wait_for_nodes_timeout,
-            on_wait=lambda n: log(INFO, "Waiting for nodes: %d connected, %d required", n, needed),
+    def round_metrics(self, server_round: int) -> dict[str, Any]:
+        """Per-round figures of this strategy's own for metrics.json; FedAvg has none."""
+        return {}
+
+    def add_reply_transform(self, transform: ReplyTransform) -> None:
+        """Register a reply transform (``strategies.core.protocol``): applied to every train batch."""
+        self._reply_transforms.append(transform)
+
+    # ------------------------------------------------------------ the round driver
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+        start_round: int = 1,
+    ) -> Result:
+        """Flower's round loop over this strategy's hooks, able to begin at ``start_round``.
+
+        The loop is :func:`strategies.core.loop.run_rounds`, composed here (not a mixin).
+        """
+        return run_rounds(
+            self,
+            grid,
+            initial_arrays,
+            num_rounds,
+            timeout,
+            train_config,
+            evaluate_config,
+            evaluate_fn,
+            start_round,
         )
+
+    # ------------------------------------------------------------------ sampling
+    def connected_nodes(self, grid: Grid, minimum: int) -> list[int]:
+        """The connected node ids, once at least ``minimum`` are (bounded by ``wait_for_nodes_timeout``)."""
+        return wait_for_nodes(grid.get_node_ids, minimum=minimum, timeout=self.wait_for_nodes_timeout)
+
+    def select_nodes(self, grid: Grid, server_round: int, purpose: int) -> list[int]:
+        """The sampling hook: the nodes ``purpose`` (TRAIN or EVALUATE) uses this round.
+
+        FedAvg: a seeded uniform sample of ``fraction`` of the connected nodes (at least
+        the minimum). A wrapper with its own sampling (DP's Poisson sampling) chooses the
+        nodes itself and hands them to :meth:`train_messages`.
+        """
+        fraction, minimum = (
+            (self.fraction_train, self.min_train_nodes)
+            if purpose == TRAIN
+            else (self.fraction_evaluate, self.min_evaluate_nodes)
+        )
+        connected = self.connected_nodes(grid, max(self.min_available_nodes, minimum))
         k = sample_size(len(connected), fraction, minimum)
         return sample_ids(connected, k, round_rng(self.seed, server_round, purpose))
 
@@ -235,7 +262,23 @@ class FedAvg(RoundLoop, FlowerFedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        node_ids = self._sample(grid, self.fraction_train, self.min_train_nodes, server_round, TRAIN)
+        node_ids = self.select_nodes(grid, server_round, TRAIN)
+        return self.train_messages(server_round, node_ids, arrays, config)
+
+    def prepare_train_config(self, server_round: int, config: ConfigRecord) -> None:
+        """Write this strategy's own train settings into ``config`` (FedProx adds ``proximal-mu``)."""
+        config[wire.SERVER_ROUND] = server_round
+        config[wire.LOCAL_EPOCHS] = self.local_epochs
+
+    def train_messages(
+        self, server_round: int, node_ids: list[int], arrays: ArrayRecord, config: ConfigRecord
+    ) -> list[Message]:
+        """The round's train messages to ``node_ids`` (already sampled), tracked for reply matching.
+
+        Stragglers are drawn among ``node_ids``; the round's ``sampled`` (and ``dropped``)
+        counts, the model's spec and global model are recorded; ``config`` gets this
+        strategy's settings (:meth:`prepare_train_config`).
+        """
         stragglers = choose_stragglers(
             node_ids,
             fraction=self.straggler_fraction,
@@ -245,17 +288,16 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         self._stragglers[server_round] = stragglers
         stats = self.stats.setdefault(server_round, RoundStats())
         stats.sampled = len(node_ids)
-        config["server-round"] = server_round
-        config["local-epochs"] = self.local_epochs
+        self.prepare_train_config(server_round, config)
         if not self.aggregates_stragglers:
             # A dropped straggler's work would be thrown away: don't ask for it.
             stats.dropped = len(stragglers)
             node_ids = [n for n in node_ids if n not in stragglers]
             per_node = {}
         else:
-            per_node = {n: {"local-epochs": e} for n, e in stragglers.items()}
+            per_node = {n: {wire.LOCAL_EPOCHS: e} for n, e in stragglers.items()}
         self._spec[server_round] = spec_of_record(arrays)
-        self.remember_buffers(server_round, arrays)
+        self.remember_global(server_round, arrays)
         log(
             INFO,
             "configure_train: %d nodes sampled, %d stragglers (%s)",
@@ -265,6 +307,13 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         )
         messages = self._messages(node_ids, arrays, config, MessageType.TRAIN, per_node)
         return self.track_sent(server_round, MessageType.TRAIN, messages)
+
+    def remember_global(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Keep what aggregation needs of the round's global model (FedAvg: its integer buffers).
+
+        Strategies that step from the global model (server optimizers) extend this.
+        """
+        self.remember_buffers(server_round, arrays)
 
     def remember_buffers(self, server_round: int, arrays: ArrayRecord) -> None:
         """Keep the round's global integer buffers (copies): the released model carries them."""
@@ -285,104 +334,40 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         self._sent[(server_round, message_type)] = messages
         return messages
 
-    def _split_replies(
-        self, server_round: int, replies: Iterable[Message], stage: str
-    ) -> tuple[list[Message], list[int] | None]:
-        """Replies that belong to the round and carry no error, and the nodes that failed.
-
-        Each reply is matched to the message it answers (``strategies.core.reply_identity``):
-        duplicates, replies from nodes not sampled, replies of another stage and replies
-        to unknown messages are dropped and counted in ``rejected``. Errors are logged
-        with the node the message went to (an error the SuperLink writes for a lost node
-        carries the SuperLink's id as its source). The failed nodes are those sent work
-        that returned no good reply, or ``None`` when nothing was tracked as sent (a
-        strategy driven without ``configure_*``, in unit use).
-        """
-        replies = list(replies)
-        stats = self.stats.setdefault(server_round, RoundStats())
-        sent = self._sent.get((server_round, stage))
-        if sent is None:  # aggregate without configure (unit use): no identity to check
-            for msg in replies:
-                if msg.has_error():
-                    node = msg.metadata.src_node_id
-                    log(WARNING, "%s: node %d failed: %s", stage, node, msg.error.reason)
-            return [m for m in replies if not m.has_error()], None
-        matches = match_replies(
-            [Sent(m.metadata.message_id, m.metadata.dst_node_id) for m in sent],
-            [_header(m) for m in replies],
-            message_type=stage,
-        )
-        good: list[Message] = []
-        ok_nodes: set[int] = set()
-        for msg, match in zip(replies, matches, strict=True):
-            if match.rejection is not None:
-                self._reject(stats, msg.metadata.src_node_id, stage, match.rejection)
-            elif msg.has_error():
-                log(WARNING, "%s: node %d failed: %s", stage, match.node, msg.error.reason)
-            else:
-                good.append(msg)
-                ok_nodes.add(int(msg.metadata.src_node_id))
-        answered = {m.node for m in matches if m.rejection is None}
-        sent_nodes = [m.metadata.dst_node_id for m in sent]
-        silent = [n for n in sent_nodes if n not in answered]
-        if silent:
-            log(WARNING, "%s: no reply from node(s) %s (timeout or node lost)", stage, silent)
-        return good, [n for n in sent_nodes if n not in ok_nodes]
-
-    def _reject(self, stats: RoundStats, node: int, stage: str, rejection: Rejection) -> None:
-        log(WARNING, "%s: dropped reply from node %d: %s", stage, node, rejection)
-        stats.rejected[rejection.reason] = stats.rejected.get(rejection.reason, 0) + 1
-
     def valid_train_replies(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[list[Message], list[list[np.ndarray]], list[str]]:
         """Replies that passed validation, their decoded layers, and the array names.
 
-        Every strategy built on this class aggregates only what this returns: errors,
-        timeouts and malformed replies are counted in ``stats`` and logged with the
-        node id and reason.
+        Every strategy built on this class aggregates only what this returns. The
+        registered reply transforms run first; then the pure
+        :func:`strategies.core.ledger.validate_train_replies` sorts the replies, and the
+        round's ledger (``stats``) records the outcome, logging each node and reason.
+        Counts are added, so a strategy may validate a round's replies in several batches.
         """
         replies = list(replies)
-        good, failed_nodes = self._split_replies(server_round, replies, MessageType.TRAIN)
-        stats = self.stats.setdefault(server_round, RoundStats())
-        # A node failed if it was sent work and returned no good reply: errors, timeouts,
-        # and errors the SuperLink writes on a dead node's behalf, each counted once.
-        if failed_nodes is None:  # aggregate without configure (unit use): count error replies
-            failed_nodes = [m.metadata.src_node_id for m in replies if m.has_error()]
-        stats.failed = len(failed_nodes)
-        stats.failed_nodes = failed_nodes
-        spec = self._spec.get(server_round)
-        names = list(spec) if spec is not None else []
-        valid, layers = [], []
-        for msg in good:
-            if spec is None:  # aggregate without configure (unit use): trust the first reply's names
-                spec = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in msg.content[ARRAYS_KEY].items()}
-                names = list(spec)
-            arrays, rejection = validate_train_reply(
-                msg.content, spec, max_num_examples=self.max_num_examples
-            )
-            if rejection is not None:
-                self._reject(stats, msg.metadata.src_node_id, "train", rejection)
-                continue
-            valid.append(msg)
-            layers.append([arrays[n] for n in names])
-        stats.succeeded = len(valid)
-        # Arrival order depends on timing and node ids are random per run: put replies in
-        # an order given by their content, so float sums (and thus a resumed run) are
-        # reproducible bit for bit whatever order the replies arrived in.
-        order = sorted(range(len(valid)), key=lambda i: reply_digest(valid[i], layers[i]))
-        return [valid[i] for i in order], [layers[i] for i in order], names
+        pre_rejected: dict[int, Rejection] = {}
+        for transform in self._reply_transforms:
+            replies, rejected = transform(server_round, replies)
+            pre_rejected.update(rejected)
+        outcome = validate_train_replies(
+            replies,
+            sent=self._sent.get((server_round, MessageType.TRAIN)),
+            spec=self._spec.get(server_round),
+            max_num_examples=self.max_num_examples,
+            pre_rejected=pre_rejected,
+        )
+        self.stats.setdefault(server_round, RoundStats()).record(outcome, "train")
+        return outcome.valid, outcome.layers, outcome.names
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         valid, layers, names = self.valid_train_replies(server_round, replies)
-        stats = self.stats[server_round]
         problem = self.too_few_replies(len(valid))
         if problem is not None:
             # Never aggregate nothing (or too little): keep the previous global model.
-            log(WARNING, "aggregate_train: round %d keeps the previous model: %s", server_round, problem)
-            stats.kept_previous_model = True
+            self.stats[server_round].keep_previous_model(server_round, problem)
             return None, None
         weights = [float(m.content[METRICS_KEY][NUM_EXAMPLES]) for m in valid]
         # Parameters only (strategies/core/buffers.py): the rule never sees an integer buffer.
@@ -392,13 +377,19 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         new_parameters = self.apply_aggregate(server_round, aggregate)
         new_model = with_previous_buffers(new_parameters, previous, index)
         arrays = self.release_model(server_round, names, new_model)
-        self._record_nodes(valid)
-        stats.attackers = sum(self.nodes[m.metadata.src_node_id].attacker for m in valid)
+        return arrays, self.finish_round(server_round, valid)
+
+    def finish_round(self, server_round: int, valid: list[Message]) -> MetricRecord:
+        """The one place a train round is finished, for every strategy and wrapper.
+
+        Records each node's report, then the round's train loss, DP-SGD ε and attackers
+        in its ledger; returns the aggregated train metrics (example-weighted).
+        """
+        self.record_nodes(valid)
         metrics = aggregate_metricrecords([m.content for m in valid], self.weighted_by_key)
-        stats.train_loss = _as_float(metrics.get("train-loss"))
-        stats.dp_sgd_epsilon = max_client_epsilon(valid)
-        stats.dp_sgd_epsilon_by_node = client_epsilons(valid)
-        return arrays, metrics
+        stats = self.stats.setdefault(server_round, RoundStats())
+        stats.finish(valid, self.nodes, _as_float(metrics.get(wire.TRAIN_LOSS)))
+        return metrics
 
     def too_few_replies(self, num_valid: int) -> str | None:
         """Why ``num_valid`` valid replies are not enough to aggregate, or None."""
@@ -435,9 +426,8 @@ class FedAvg(RoundLoop, FlowerFedAvg):
         if rejection is None:
             return from_layers(names, layers)
         stats = self.stats.setdefault(server_round, RoundStats())
-        log(WARNING, "aggregate_train: round %d keeps the previous model: %s", server_round, rejection)
         stats.rejected[rejection.reason] = stats.rejected.get(rejection.reason, 0) + 1
-        stats.kept_previous_model = True
+        stats.keep_previous_model(server_round, str(rejection))
         return None
 
     def _previous_model(
@@ -454,18 +444,19 @@ class FedAvg(RoundLoop, FlowerFedAvg):
             buffers = {}
         return [buffers.get(name, a) for name, a in zip(names, like, strict=True)]
 
-    def _record_nodes(self, replies: list[Message]) -> None:
+    def record_nodes(self, replies: list[Message]) -> None:
+        """Keep each replying node's own report (device, examples, time, attack role)."""
         for m in replies:
             metrics = m.content[METRICS_KEY]
             info = m.content.config_records.get(INFO_KEY, ConfigRecord())
-            partition = info.get("partition-id")
+            partition = info.get(wire.PARTITION_ID)
             self.nodes[m.metadata.src_node_id] = NodeReport(
-                device=str(info.get("device", "?")),
+                device=str(info.get(wire.DEVICE, "?")),
                 num_examples=int(metrics[NUM_EXAMPLES]),
-                train_seconds=float(metrics.get("train-seconds", 0.0)),
+                train_seconds=float(metrics.get(wire.TRAIN_SECONDS, 0.0)),
                 partition=None if partition is None else int(partition),
-                num_partitions=int(info["num-partitions"]) if "num-partitions" in info else None,
-                attacker=bool(info.get("attacker", False)),
+                num_partitions=int(info[wire.NUM_PARTITIONS]) if wire.NUM_PARTITIONS in info else None,
+                attacker=bool(info.get(wire.ATTACKER, False)),
             )
 
     # ---------------------------------------------------------------- evaluation
@@ -474,68 +465,42 @@ class FedAvg(RoundLoop, FlowerFedAvg):
     ) -> Iterable[Message]:
         if self.fraction_evaluate == 0:  # federated evaluation switched off
             return []
-        node_ids = self._sample(grid, self.fraction_evaluate, self.min_evaluate_nodes, server_round, EVALUATE)
+        node_ids = self.select_nodes(grid, server_round, EVALUATE)
         self.stats.setdefault(server_round, RoundStats()).eval_sampled = len(node_ids)
-        config["server-round"] = server_round
+        config[wire.SERVER_ROUND] = server_round
         messages = self._messages(node_ids, arrays, config, MessageType.EVALUATE)
         return self.track_sent(server_round, MessageType.EVALUATE, messages)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         stats = self.stats.setdefault(server_round, RoundStats())
-        good = []
-        for msg in self._split_replies(server_round, replies, MessageType.EVALUATE)[0]:
+        good, rejections, failures = split_replies(
+            list(replies),
+            sent=self._sent.get((server_round, MessageType.EVALUATE)),
+            stage=MessageType.EVALUATE,
+        )
+        # Evaluation failures are logged, not counted: the round's failed nodes are training's.
+        for node, rejection in rejections:
+            stats.reject(node, MessageType.EVALUATE, rejection)
+        for failure in failures:
+            if failure.reason is not None:
+                log(WARNING, "%s: node %d failed: %s", MessageType.EVALUATE, failure.node, failure.reason)
+        silent = [f.node for f in failures if f.reason is None]
+        if silent:
+            log(WARNING, "%s: no reply from node(s) %s (timeout or node lost)", MessageType.EVALUATE, silent)
+        valid = []
+        for msg in good:
             rejection = validate_evaluate_reply(msg.content, max_num_examples=self.max_num_examples)
             if rejection is None:
-                good.append(msg)
+                valid.append(msg)
             else:
-                self._reject(stats, msg.metadata.src_node_id, "evaluate", rejection)
-        stats.eval_succeeded = len(good)
-        if not good:
+                stats.reject(msg.metadata.src_node_id, "evaluate", rejection)
+        stats.eval_succeeded = len(valid)
+        if not valid:
             return None
-        metrics = self.evaluate_metrics_aggr_fn([m.content for m in good], self.weighted_by_key)
-        stats.federated_loss = _as_float(metrics.get("loss"))
-        stats.federated_accuracy = _as_float(metrics.get("accuracy"))
+        metrics = self.evaluate_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
+        stats.federated_loss = _as_float(metrics.get(wire.LOSS))
+        stats.federated_accuracy = _as_float(metrics.get(wire.ACCURACY))
         return metrics
-
-
-def _header(msg: Message) -> ReplyHeader:
-    meta = msg.metadata
-    return ReplyHeader(meta.reply_to_message_id, meta.src_node_id, meta.message_type, msg.has_error())
-
-
-def reply_digest(msg: Message, layers: list[np.ndarray]) -> tuple[float, bytes]:
-    """A key that orders replies by their content: (num-examples, digest of every array).
-
-    The digest covers every array (bytes, dtype and shape, in the model's order), so two
-    replies tie only when their models are identical, and then their order cannot change
-    a sum. (Hashing only the smallest array was cheaper, but for BatchNorm models that is
-    a 0-d counter most clients share, which left float sums to arrival order.) Metrics
-    stay out: ``train-seconds`` differs between runs and would make the order, and so a
-    resumed run, depend on timing. BLAKE2b reads about 1 GB/s: a few ms per reply for a
-    model of a few MB.
-    """
-    digest = hashlib.blake2b(digest_size=16)
-    for layer in layers:
-        digest.update(f"{layer.dtype.str}{layer.shape}".encode())
-        digest.update(np.ascontiguousarray(layer).reshape(-1).view(np.uint8))
-    return float(msg.content[METRICS_KEY][NUM_EXAMPLES]), digest.digest()
-
-
-def max_client_epsilon(replies: list[Message]) -> float | None:
-    """The largest ``dp-sgd-epsilon`` among valid train replies (each DP-SGD client's own ε)."""
-    values = [m.content[METRICS_KEY].get(DP_SGD_EPSILON_KEY) for m in replies]
-    numbers = [float(v) for v in values if isinstance(v, int | float)]
-    return max(numbers) if numbers else None
-
-
-def client_epsilons(replies: list[Message]) -> dict[int, float]:
-    """Node id → the ``dp-sgd-epsilon`` its valid train reply reported (DP-SGD nodes only)."""
-    out = {}
-    for m in replies:
-        value = m.content[METRICS_KEY].get(DP_SGD_EPSILON_KEY)
-        if isinstance(value, int | float):
-            out[m.metadata.src_node_id] = float(value)
-    return out
 
 
 def _as_float(value: object) -> float | None:

@@ -80,26 +80,23 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
-from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords, log_strategy_start_info
 from flwr.supercore import log
 
 from strategies.algorithms.fedavg import (
     FedAvg,
     RoundStats,
-    _as_float,
-    client_epsilons,
-    max_client_epsilon,
     reply_digest,
 )
 from strategies.core.buffers import parameter_indices, select, with_previous_buffers
 from strategies.core.deadline import call_with_deadline, grace
-from strategies.core.loop import EvaluateFn
+from strategies.core.loop import EvaluateFn, begin_run
 from strategies.core.records import ARRAYS_KEY, CONFIG_KEY, to_layers
 from strategies.core.reply_checks import Rejection
-from strategies.core.sampling import round_rng, sample_ids, wait_for_nodes
+from strategies.core.sampling import round_rng, sample_ids
 from strategies.core.validation import spec_of_record
 from strategies.numeric.fedbuff import apply_buffer, staleness_weight
 from strategies.wrappers.compressed import CompressionConfig
+from tasks import wire
 from tasks.config import AppConfig, ConfigError, Section, at_least, declare, in_range
 
 
@@ -270,14 +267,7 @@ class FedBuff(FedAvg):
         arrays = self.release_model(server_round, names, with_previous_buffers(new_parameters, base, index))
         if arrays is not None:
             self.version += 1
-        messages = [u.msg for u in ordered]
-        self._record_nodes(messages)
-        stats = self.stats.setdefault(server_round, RoundStats())
-        stats.attackers = sum(self.nodes[m.metadata.src_node_id].attacker for m in messages)
-        metrics = aggregate_metricrecords([m.content for m in messages], self.weighted_by_key)
-        stats.train_loss = _as_float(metrics.get("train-loss"))
-        stats.dp_sgd_epsilon = max_client_epsilon(messages)
-        stats.dp_sgd_epsilon_by_node = client_epsilons(messages)
+        metrics = self.finish_round(server_round, [u.msg for u in ordered])
         taus = [u.tau for u in ordered]
         self._staleness[server_round] = {
             "staleness_mean": float(np.mean(taus)),
@@ -293,13 +283,10 @@ class FedBuff(FedAvg):
         return [np.asarray(layers[i], np.float64) - np.asarray(base[i], np.float64) for i in index]
 
     # ------------------------------------------- synchronous round (tau = 0 for all)
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        messages = super().configure_train(server_round, arrays, config, grid)
+    def remember_global(self, server_round: int, arrays: ArrayRecord) -> None:
+        super().remember_global(server_round, arrays)
         # Copies: the record's buffers belong to the caller. Only this round's model is kept.
         self._sync_global = {server_round: [np.array(a) for a in to_layers(arrays)]}
-        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -308,8 +295,7 @@ class FedBuff(FedAvg):
         base = self._sync_global.pop(server_round, None)
         problem = self.too_few_replies(len(valid))
         if problem is not None:
-            log(WARNING, "aggregate_train: round %d keeps the previous model: %s", server_round, problem)
-            self.stats[server_round].kept_previous_model = True
+            self.stats[server_round].keep_previous_model(server_round, problem)
             return None, None
         if base is None:
             raise RuntimeError(f"aggregate_train({server_round}) without configure_train for that round")
@@ -337,20 +323,20 @@ class FedBuff(FedAvg):
         (no federated evaluation). ``evaluate_fn(round, arrays)`` runs before round 1
         when starting fresh and after every round.
         """
-        if start_round < 1:
-            raise ValueError(f"start_round must be >= 1, got {start_round}")
-        log(INFO, "Starting FedBuff (asynchronous) at round %d of %d:", start_round, num_rounds)
-        log_strategy_start_info(num_rounds, initial_arrays, train_config, evaluate_config)
-        self.summary()
+        t_start = time.time()
+        result = begin_run(
+            self,
+            initial_arrays,
+            num_rounds=num_rounds,
+            start_round=start_round,
+            train_config=train_config,
+            evaluate_config=evaluate_config,
+            evaluate_fn=evaluate_fn,
+            description=" (asynchronous)",
+        )
         if self.fraction_evaluate > 0:
             log(INFO, "FedBuff: no federated evaluation (nodes are busy training); central evaluation only")
         train_config = ConfigRecord() if train_config is None else train_config
-        result = Result()
-        t_start = time.time()
-        if evaluate_fn is not None and start_round == 1:
-            res = evaluate_fn(0, initial_arrays)
-            if res is not None:
-                result.evaluate_metrics_serverapp[0] = res
         if self.version != start_round - 1:
             log(INFO, "FedBuff: model version set to %d (rounds already run)", start_round - 1)
             self.version = start_round - 1
@@ -364,11 +350,11 @@ class FedBuff(FedAvg):
             round_began=time.monotonic(),
         )
         self._spec[start_round] = run.spec
-        self._wait_for_nodes(grid, self.min_available_nodes)
+        self.connected_nodes(grid, self.min_available_nodes)
         while run.server_round <= num_rounds:
             self._dispatch(grid, run, train_config, timeout)
             if not run.in_flight:  # every node gone: wait (bounded) for one to come back
-                self._wait_for_nodes(grid, 1)
+                self.connected_nodes(grid, 1)
             pending = list(run.in_flight)
             replies = (
                 self._grid_call(run, timeout, "pull_messages", partial(grid.pull_messages, pending))
@@ -401,14 +387,6 @@ class FedBuff(FedAvg):
             )
         log(INFO, "Strategy execution finished in %.2fs", time.time() - t_start)
         return result
-
-    def _wait_for_nodes(self, grid: Grid, minimum: int) -> None:
-        wait_for_nodes(
-            grid.get_node_ids,
-            minimum=minimum,
-            timeout=self.wait_for_nodes_timeout,
-            on_wait=lambda n: log(INFO, "Waiting for nodes: %d connected, %d required", n, minimum),
-        )
 
     @staticmethod
     def _grid_call(run: _Run, timeout: float, what: str, call: Callable[[], Iterable[Any]]) -> list[Any]:
@@ -445,8 +423,7 @@ class FedBuff(FedAvg):
                 run.arrays = result.arrays = arrays
                 run.models[self.version] = [np.array(a) for a in to_layers(run.arrays)]
         else:
-            log(WARNING, "FedBuff: round %d keeps the previous model: %s", server_round, problem)
-            stats.kept_previous_model = True
+            stats.keep_previous_model(server_round, problem)
         run.buffer = []
         if evaluate_fn is not None:
             res = evaluate_fn(server_round, run.arrays)
@@ -481,9 +458,9 @@ class FedBuff(FedAvg):
         for node in chosen:
             self.dispatched += 1
             config = ConfigRecord(dict(train_config))
-            config["server-round"] = self.dispatched  # the clients' shuffling seed: unique per message
-            config["local-epochs"] = self.local_epochs
-            config["model-version"] = self.version
+            self.prepare_train_config(server_round=self.dispatched, config=config)
+            # server-round is the clients' shuffling seed: unique per message.
+            config[wire.MODEL_VERSION] = self.version
             content = RecordDict({ARRAYS_KEY: run.arrays, CONFIG_KEY: config})
             messages.append(
                 Message(
@@ -504,7 +481,7 @@ class FedBuff(FedAvg):
                 run.in_flight[str(msg_id)] = _Dispatch(node, self.version, now)
             else:
                 log(WARNING, "train: could not push a message to node %d", node)
-                self._fail(stats, node)
+                stats.fail(node)
 
     def _receive(self, run: _Run, reply: Message, dispatch: _Dispatch) -> _Update | None:
         """The reply as a buffered update, or None (failed, malformed, too stale): counted either way."""
@@ -512,28 +489,21 @@ class FedBuff(FedAvg):
         stats = self.stats.setdefault(server_round, RoundStats())
         if reply.has_error():
             log(WARNING, "train: node %d failed: %s", dispatch.node, reply.error.reason)
-            self._fail(stats, dispatch.node)
+            stats.fail(dispatch.node)
             return None
         tau = self.version - dispatch.version
         if tau > self.max_staleness or dispatch.version not in models:
             rejection = Rejection(
                 TOO_STALE, f"{tau} versions old, fedbuff-max-staleness={self.max_staleness}"
             )
-            self._reject(stats, dispatch.node, "train", rejection)
+            stats.reject(dispatch.node, "train", rejection)
             return None
-        # FedAvg's validation (shapes, dtypes, finite values, num-examples), counted in this round.
-        # It sets the counts of the replies it was given (this one): keep the round's totals.
-        succeeded, failed_nodes = stats.succeeded, list(stats.failed_nodes)
+        # FedAvg's validation (shapes, dtypes, finite values, num-examples), added to this
+        # round's ledger (the ledger only adds: nothing to save and restore around it).
         valid, layers, _ = self.valid_train_replies(server_round, [reply])
-        stats.succeeded, stats.failed_nodes = succeeded + len(valid), failed_nodes
-        stats.failed = len(failed_nodes)
         if not valid:
             return None
         return _Update(valid[0], layers[0], self._delta(layers[0], models[dispatch.version]), tau)
-
-    def _fail(self, stats: RoundStats, node: int) -> None:
-        stats.failed_nodes.append(node)
-        stats.failed = len(stats.failed_nodes)
 
     def _expire(self, run: _Run, timeout: float) -> None:
         """Give up on messages older than ``timeout``: the node counts as failed and is free again."""
@@ -543,7 +513,7 @@ class FedBuff(FedAvg):
         for mid in late:
             node = run.in_flight.pop(mid).node
             log(WARNING, "train: no reply from node %d within %.0fs (timeout or node lost)", node, timeout)
-            self._fail(stats, node)
+            stats.fail(node)
 
 
 def fedbuff_from_config(cfg: AppConfig, **common: Any) -> FedBuff:

@@ -8,15 +8,14 @@ partial work (1..E−1 epochs) is aggregated, weighted by n_k, where FedAvg drop
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from logging import INFO, WARNING
 
-from flwr.app import ArrayRecord, ConfigRecord, Message
-from flwr.serverapp import Grid
+from flwr.app import ConfigRecord
 from flwr.supercore import log
 
 from strategies.algorithms.fedavg import FedAvg
+from tasks import wire
 from tasks.config import Section, at_least, declare
 
 
@@ -52,8 +51,6 @@ class FedProx(FedAvg):
         log(INFO, "\t├──> FedProx: proximal-mu = %s", self.proximal_mu)
         super().summary()
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        config["proximal-mu"] = self.proximal_mu
-        return super().configure_train(server_round, arrays, config, grid)
+    def prepare_train_config(self, server_round: int, config: ConfigRecord) -> None:
+        super().prepare_train_config(server_round, config)
+        config[wire.PROXIMAL_MU] = self.proximal_mu

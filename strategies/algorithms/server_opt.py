@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from strategies.algorithms.fedavg import FedAvg
@@ -46,6 +45,7 @@ from strategies.algorithms.fedprox import FedProxConfig
 from strategies.core.buffers import is_parameter, parameter_indices, select
 from strategies.core.records import to_layers
 from strategies.numeric.server_opt import ServerOptimizer, ServerOptState
+from tasks import wire
 from tasks.config import declare, in_range
 
 
@@ -158,17 +158,17 @@ class ServerOptFedAvg(FedAvg):
         return None
 
     # ------------------------------------------------------------------ training
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
+    def prepare_train_config(self, server_round: int, config: ConfigRecord) -> None:
+        super().prepare_train_config(server_round, config)
         if self.proximal_mu > 0:
-            config["proximal-mu"] = self.proximal_mu
-        messages = super().configure_train(server_round, arrays, config, grid)
+            config[wire.PROXIMAL_MU] = self.proximal_mu
+
+    def remember_global(self, server_round: int, arrays: ArrayRecord) -> None:
+        super().remember_global(server_round, arrays)
         # Copies of the parameters (the record's buffers belong to the caller); the optimizer
         # never steps a buffer (strategies/core/buffers.py). Only this round's model is kept.
         layers = to_layers(arrays)
         self._global = {server_round: [np.array(a) for a in select(layers, parameter_indices(layers))]}
-        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

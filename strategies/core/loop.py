@@ -1,4 +1,4 @@
-"""The synchronous round loop of a Message-API strategy, able to start at a later round.
+"""The round driver: the synchronous round loop every strategy's ``start`` calls.
 
 Flower's ``Strategy.start`` always begins at round 1. Resuming from a checkpoint needs
 the same loop from round ``k + 1``: the round number drives seeded sampling
@@ -8,6 +8,11 @@ is that loop, written against the public Message-API methods only
 (``configure_train`` / ``aggregate_train`` / ``configure_evaluate`` /
 ``aggregate_evaluate``), so it drives any ``flwr.serverapp.strategy.Strategy``. With
 ``start_round=1`` it does what Flower 1.41's ``Strategy.start`` does, in the same order.
+
+It is composed, not inherited: :meth:`strategies.algorithms.fedavg.FedAvg.start` and
+:meth:`strategies.wrappers.base.StrategyWrapper.start` each return
+``run_rounds(self, ...)``, so no base-class order matters. FedBuff's asynchronous loop
+shares the start-up (:func:`begin_run`: checks, start log, summary, initial evaluation).
 """
 
 from __future__ import annotations
@@ -26,6 +31,45 @@ from flwr.supercore import log
 from strategies.core.deadline import send_and_receive_within
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
+
+
+def begin_run(
+    strategy: Strategy,
+    initial_arrays: ArrayRecord,
+    *,
+    num_rounds: int,
+    start_round: int,
+    train_config: ConfigRecord | None,
+    evaluate_config: ConfigRecord | None,
+    evaluate_fn: EvaluateFn | None,
+    description: str = "",
+) -> Result:
+    """The start-up every driver shares; returns the run's :class:`Result` so far.
+
+    Refuses ``start_round`` < 1, logs the start (and ``strategy.summary()``), and evaluates
+    the initial model with ``evaluate_fn`` when starting fresh (a resumed run evaluated
+    that model already).
+    """
+    if start_round < 1:
+        raise ValueError(f"start_round must be >= 1, got {start_round}")
+    log(
+        INFO,
+        "Starting %s strategy%s at round %d of %d:",
+        type(strategy).__name__,
+        description,
+        start_round,
+        num_rounds,
+    )
+    log_strategy_start_info(num_rounds, initial_arrays, train_config, evaluate_config)
+    strategy.summary()
+    log(INFO, "")
+    result = Result()
+    if evaluate_fn is not None and start_round == 1:
+        res = evaluate_fn(0, initial_arrays)
+        log(INFO, "Initial global evaluation results: %s", res)
+        if res is not None:
+            result.evaluate_metrics_serverapp[0] = res
+    return result
 
 
 def run_rounds(
@@ -73,21 +117,18 @@ def run_rounds(
         Final arrays (None if no round from ``start_round`` on aggregated) and the
         metrics of the rounds run here.
     """
-    if start_round < 1:
-        raise ValueError(f"start_round must be >= 1, got {start_round}")
-    log(INFO, "Starting %s strategy at round %d of %d:", type(strategy).__name__, start_round, num_rounds)
-    log_strategy_start_info(num_rounds, initial_arrays, train_config, evaluate_config)
-    strategy.summary()
-    log(INFO, "")
+    t_start = time.time()
+    result = begin_run(
+        strategy,
+        initial_arrays,
+        num_rounds=num_rounds,
+        start_round=start_round,
+        train_config=train_config,
+        evaluate_config=evaluate_config,
+        evaluate_fn=evaluate_fn,
+    )
     train_config = ConfigRecord() if train_config is None else train_config
     evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
-    result = Result()
-    t_start = time.time()
-    if evaluate_fn is not None and start_round == 1:
-        res = evaluate_fn(0, initial_arrays)
-        log(INFO, "Initial global evaluation results: %s", res)
-        if res is not None:
-            result.evaluate_metrics_serverapp[0] = res
 
     arrays = initial_arrays
     for current_round in range(start_round, num_rounds + 1):
@@ -142,35 +183,3 @@ def with_ttl(messages: Iterable[Message], ttl: float) -> list[Message]:
     for msg in messages:
         msg.metadata.ttl = min(float(msg.metadata.ttl), float(ttl))
     return messages
-
-
-class RoundLoop:
-    """Mixin: ``start`` is :func:`run_rounds` over ``self``, so a strategy can resume.
-
-    Put it first among the bases (``class FedAvg(RoundLoop, flwr…FedAvg)``) so it replaces
-    Flower's ``Strategy.start``.
-    """
-
-    def start(
-        self,
-        grid: Grid,
-        initial_arrays: ArrayRecord,
-        num_rounds: int = 3,
-        timeout: float = 3600,
-        train_config: ConfigRecord | None = None,
-        evaluate_config: ConfigRecord | None = None,
-        evaluate_fn: EvaluateFn | None = None,
-        start_round: int = 1,
-    ) -> Result:
-        """Flower's round loop over this strategy's hooks, able to begin at ``start_round``."""
-        return run_rounds(
-            self,  # type: ignore[arg-type]
-            grid,
-            initial_arrays,
-            num_rounds,
-            timeout,
-            train_config,
-            evaluate_config,
-            evaluate_fn,
-            start_round,
-        )

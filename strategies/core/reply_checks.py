@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tasks import wire
+
 # Reason codes: the one place they are defined.
 MISSING_ARRAYS = "missing-arrays"
 EXTRA_ARRAYS = "extra-arrays"
@@ -56,7 +58,7 @@ RECORD_REASONS = (MISSING_RECORDS, MALFORMED_ARRAY, MALFORMED_COMPRESSED)
 REASONS = ARRAY_REASONS + NUM_EXAMPLES_REASONS + METRIC_REASONS + RECORD_REASONS
 
 # Flower's convention for the example count in a train reply's metrics.
-NUM_EXAMPLES_KEY = "num-examples"
+NUM_EXAMPLES_KEY = wire.NUM_EXAMPLES
 
 ArraySpec = Mapping[str, tuple[tuple[int, ...], np.dtype]]
 """Expected arrays: name -> (shape, dtype)."""

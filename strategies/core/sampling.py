@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from logging import INFO
 
 import numpy as np
+from flwr.supercore import log
 
 from strategies.core.deadline import call_with_deadline
 
@@ -62,6 +64,9 @@ def wait_for_nodes(
 ) -> list[int]:
     """Return connected node ids once at least ``minimum`` are connected.
 
+    The one wait every strategy uses. While waiting it calls ``on_wait(connected)``;
+    by default it logs ``Waiting for nodes: <connected> connected, <minimum> required``.
+
     The whole wait, Grid calls included, ends within ``timeout`` seconds: each
     ``get_node_ids`` call gets only the time left (a SuperLink that does not answer
     would otherwise hold the wait forever), and the pause between polls never sleeps
@@ -97,6 +102,8 @@ def wait_for_nodes(
             )
         if on_wait is not None:
             on_wait(len(ids))
+        else:
+            log(INFO, "Waiting for nodes: %d connected, %d required", len(ids), minimum)
         time.sleep(max(0.0, min(poll_interval, deadline - time.monotonic())))
         if time.monotonic() < deadline:
             ids = poll()

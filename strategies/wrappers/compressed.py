@@ -20,32 +20,39 @@ Message-API hooks by delegating to it:
 - ``configure_train``: the inner's messages, with ``compression`` (and
   ``topk-fraction``) added to each one's config; the global model sent to each node
   is remembered for decoding.
-- ``aggregate_train``: every compressed reply is decoded into an ordinary full-model
-  reply (``global + decoded update``, same metadata and metrics) before the inner's
-  ``aggregate_train`` sees it, so reply validation and every aggregation rule (FedAvg,
-  robust rules, server optimizers, DP) run unchanged. Only floating layers travel
+- replies, through the reply-transform hook (``strategies.core.protocol``): the wrapper
+  registers :meth:`CompressedStrategy.transform_replies` with the inner strategy once;
+  where the inner validates train replies, every compressed reply is first decoded into
+  an ordinary full-model reply (``global + decoded update``, same metadata and metrics),
+  so reply validation and every aggregation rule (FedAvg, robust rules, server
+  optimizers, DP) run unchanged. Only floating layers travel
   compressed; integer buffers (BatchNorm's ``num_batches_tracked``) are not sent, and
   the decoded reply carries the global model's values for them, so every array of the
   model is there with its dtype and shape. A reply whose compressed payload is malformed
   (any field of the wrong dtype, shape or range, checked before decoding) never raises:
-  it becomes an error reply with the reason (logged by the inner with the node id,
-  aggregated by nobody) and is counted in ``stats.rejected`` under
-  ``malformed-compressed``, as ``FedAvg`` counts invalid replies (not as a failed node).
+  the transform reports it as rejected, and the inner's round ledger counts it in
+  ``stats.rejected`` under ``malformed-compressed`` and logs it with the node id, as it
+  counts invalid replies (not as a failed node); nobody aggregates it.
   A reply that carries a plain model (a client that ignores compression) is passed on as is.
 - ``configure_evaluate`` / ``aggregate_evaluate``: the inner's, with bytes counted.
 
-``start`` runs :func:`strategies.core.loop.run_rounds` over *this* object, so the round loop
-calls the wrapper's hooks (Flower's ``Strategy.start`` would too, but cannot begin at a
-later round; ``start_round`` is honoured for resume). The inner strategy's own ``start``
-is therefore not used: wrapping a strategy whose ``start`` does more than the round
-loop would lose that (none of the registered ones does). Wrapping the grid instead (so
-the inner's ``start`` runs) was the alternative; it hides the transformation in
-transport code, and the wrapper could not correct the counts after the inner's
-``aggregate_train`` (it never sees that call), so the hooks are wrapped.
+``start`` is :class:`strategies.wrappers.base.StrategyWrapper`'s: the round driver over
+*this* object, so the loop calls the wrapper's hooks (``start_round`` is honoured for
+resume). The inner strategy's own ``start`` is therefore not used: wrapping a strategy
+whose ``start`` does more than the round loop would lose that (FedBuff's asynchronous
+loop: the registry refuses compression with fedbuff). Wrapping the grid instead (so the
+inner's ``start`` runs) was the alternative; it hides the transformation in transport
+code, so the hooks are wrapped.
+
+Composition with DP: ``CompressedStrategy(DPFedAvg(...))`` is supported (what
+``with_compression`` builds): updates are decoded before DP clips them, so DP's
+guarantee covers the decoded updates exactly as it covers plain ones. DP around
+compression is refused by DP (it would bypass this wrapper's hooks).
 
 The global model is broadcast in full precision: quantizing it would make the clients'
 reference model differ from the server's. ``stats``, ``nodes``, ``state_dict`` /
-``load_state_dict`` are the inner's (the wrapper has no state of its own to checkpoint).
+``load_state_dict`` / ``check_state`` are the inner's, forwarded by the wrapper base (the
+wrapper has no state of its own to checkpoint).
 
 Bytes
 -----
@@ -58,7 +65,7 @@ is not counted): ``bytes_down`` (every train and evaluate message the server sen
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from logging import INFO
 from typing import Any
@@ -69,8 +76,6 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
-from strategies.algorithms.fedavg import NodeReport, RoundStats
-from strategies.core.loop import RoundLoop
 from strategies.core.records import ARRAYS_KEY, CONFIG_KEY, array_view, from_layers
 from strategies.core.reply_checks import MALFORMED_COMPRESSED, Rejection
 from strategies.numeric.compression import (
@@ -80,6 +85,7 @@ from strategies.numeric.compression import (
     TOPK_FRACTION_KEY,
     decode_update,
 )
+from strategies.wrappers.base import StrategyWrapper
 from tasks.config import AppConfig, Section, declare, in_range, one_of
 
 
@@ -123,7 +129,7 @@ class _SentModel:
     nbytes: int
 
 
-class CompressedStrategy(RoundLoop, Strategy):
+class CompressedStrategy(StrategyWrapper):
     """Clients send compressed updates; the inner strategy aggregates full-model replies.
 
     Parameters
@@ -153,35 +159,12 @@ class CompressedStrategy(RoundLoop, Strategy):
         self.topk_fraction = float(topk_fraction)
         self.traffic: dict[int, RoundTraffic] = {}
         self._sent: dict[int, dict[int, _SentModel]] = {}
+        inner.add_reply_transform(self.transform_replies)
 
-    # ------------------------------------------------------------ the inner's state
-    @property
-    def stats(self) -> dict[int, RoundStats]:
-        """The inner strategy's per-round participation counts."""
-        return self.inner.stats  # type: ignore[attr-defined,no-any-return]
-
-    @property
-    def nodes(self) -> dict[int, NodeReport]:
-        """The inner strategy's last report of every node that trained."""
-        return self.inner.nodes  # type: ignore[attr-defined,no-any-return]
-
-    def state_dict(self) -> dict[str, Any]:
-        """The inner strategy's checkpoint state (the wrapper keeps none)."""
-        return self.inner.state_dict()  # type: ignore[attr-defined,no-any-return]
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the inner strategy's state."""
-        self.inner.load_state_dict(state)  # type: ignore[attr-defined]
-
-    def check_state(self, names: Sequence[str], arrays: Sequence[np.ndarray]) -> str | None:
-        """The inner strategy's :meth:`~strategies.algorithms.fedavg.FedAvg.check_state`, if it has one."""
-        check = getattr(self.inner, "check_state", None)
-        return None if check is None else check(names, arrays)  # type: ignore[no-any-return]
-
+    # ------------------------------------------------------------ metrics
     def round_metrics(self, server_round: int) -> dict[str, Any]:
         """The inner's per-round metrics (if any) and this round's bytes down and up."""
-        inner_metrics = getattr(self.inner, "round_metrics", None)
-        metrics = dict(inner_metrics(server_round)) if inner_metrics is not None else {}
+        metrics = super().round_metrics(server_round)
         traffic = self.traffic.get(server_round, RoundTraffic())
         metrics.update(
             bytes_down=traffic.bytes_down,
@@ -224,25 +207,43 @@ class CompressedStrategy(RoundLoop, Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        decoded, malformed = self.decode_replies(server_round, replies)
-        result = self.inner.aggregate_train(server_round, decoded)
-        self._count_rejected(server_round, malformed)
-        self._sent.pop(server_round, None)
-        return result
+        # The inner decodes through transform_replies (registered with it) as it validates.
+        try:
+            return self.inner.aggregate_train(server_round, replies)
+        finally:
+            self._sent.pop(server_round, None)
 
     def decode_replies(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[list[Message], list[tuple[int, Rejection]]]:
-        """Full-model replies for the inner strategy, and the nodes whose payload was malformed.
+        """Full-model replies, and the nodes whose payload was malformed (each an error reply).
 
-        Error replies and replies without a compressed update pass through unchanged; a
-        malformed one becomes an error reply carrying the reason.
+        :meth:`transform_replies` in the shape of a standalone decoder: error replies and
+        replies without a compressed update pass through unchanged; a malformed one
+        becomes an error reply carrying the reason.
+        """
+        replies = list(replies)
+        out, rejected = self.transform_replies(server_round, replies)
+        malformed = [(replies[i].metadata.src_node_id, rejection) for i, rejection in rejected.items()]
+        for i, rejection in rejected.items():
+            out[i] = Message(metadata=replies[i].metadata, error=Error(code=0, reason=str(rejection)))  # type: ignore[call-arg]
+        return out, malformed
+
+    def transform_replies(
+        self, server_round: int, replies: list[Message]
+    ) -> tuple[list[Message], dict[int, Rejection]]:
+        """The reply transform: each compressed reply decoded; the malformed ones by index.
+
+        Counts every reply's bytes. Error replies and replies without a compressed update
+        pass through unchanged; a malformed one is passed through as received and reported
+        in the returned mapping (index → ``malformed-compressed`` rejection), so the inner's
+        ledger counts it as rejected.
         """
         traffic = self.traffic.setdefault(server_round, RoundTraffic())
         sent = self._sent.get(server_round, {})
         out: list[Message] = []
-        malformed: list[tuple[int, Rejection]] = []
-        for msg in replies:
+        malformed: dict[int, Rejection] = {}
+        for i, msg in enumerate(replies):
             if msg.has_error():
                 out.append(msg)
                 continue
@@ -262,10 +263,8 @@ class CompressedStrategy(RoundLoop, Strategy):
                 # The decoders check every field first and raise ValueError only; anything
                 # else is a gap in those checks, still a malformed reply, named as such.
                 detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-                rejection = Rejection(MALFORMED_COMPRESSED, detail)
-                malformed.append((node, rejection))
-                # An error reply: the inner logs it with the node id and aggregates nothing of it.
-                out.append(Message(metadata=msg.metadata, error=Error(code=0, reason=str(rejection))))  # type: ignore[call-arg]
+                malformed[i] = Rejection(MALFORMED_COMPRESSED, detail)
+                out.append(msg)
         return out, malformed
 
     def _decode(self, msg: Message, model: _SentModel | None) -> Message:
@@ -288,17 +287,6 @@ class CompressedStrategy(RoundLoop, Strategy):
             if key != COMPRESSED_KEY:
                 content[key] = record
         return Message(metadata=msg.metadata, content=content)  # type: ignore[call-arg]
-
-    def _count_rejected(self, server_round: int, malformed: list[tuple[int, Rejection]]) -> None:
-        """Count malformed replies as rejected, as FedAvg counts invalid ones (the inner saw errors)."""
-        if not malformed:
-            return
-        stats = self.stats.setdefault(server_round, RoundStats())
-        for node, rejection in malformed:
-            stats.rejected[rejection.reason] = stats.rejected.get(rejection.reason, 0) + 1
-            if node in stats.failed_nodes:
-                stats.failed_nodes.remove(node)
-                stats.failed = len(stats.failed_nodes)
 
     # ---------------------------------------------------------------- evaluation
     def configure_evaluate(

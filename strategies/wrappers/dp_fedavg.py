@@ -57,21 +57,21 @@ from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
-from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from flwr.supercore import log
 
-from strategies.algorithms.fedavg import FedAvg, NodeReport, RoundStats, client_epsilons, max_client_epsilon
+from strategies.algorithms.fedavg import FedAvg
+from strategies.algorithms.fedbuff import FedBuff
+from strategies.algorithms.robust_base import RobustFedAvg
 from strategies.core.buffers import parameter_indices, select, with_previous_buffers
 from strategies.core.control import StopTraining
-from strategies.core.loop import RoundLoop
 from strategies.core.records import METRICS_KEY, NUM_EXAMPLES, to_layers
-from strategies.core.sampling import TRAIN, round_rng, sample_ids, wait_for_nodes
-from strategies.core.validation import spec_of_record
+from strategies.core.sampling import TRAIN, round_rng, sample_ids
 from strategies.numeric import dp as dp_math
 from strategies.numeric.accounting import Accountant, create_accountant
+from strategies.wrappers.base import StrategyWrapper
 from strategies.wrappers.dp_config import (  # noqa: F401 - the option lists, re-exported
     CLIPPING_MODES,
     ESTIMATORS,
@@ -93,7 +93,7 @@ def _bad(key: str, value: object, allowed: str) -> ValueError:
     return ValueError(f"{key}={value!r} is invalid: {allowed}")
 
 
-class DPFedAvg(RoundLoop, Strategy):
+class DPFedAvg(StrategyWrapper):
     """User-level DP around a FedAvg-based strategy (McMahan et al. 2018; Andrew et al. 2021).
 
     Each round: sample clients (Poisson with rate q, or exactly round(q N) of them),
@@ -106,9 +106,12 @@ class DPFedAvg(RoundLoop, Strategy):
     Parameters
     ----------
     inner : FedAvg
-        The wrapped strategy (FedAvg or FedProx); it supplies the local-training
-        config, reply validation, per-round stats and evaluation. Its
-        ``fraction_train``, ``min_valid_replies`` and stragglers are not used.
+        The wrapped strategy: FedAvg, FedProx or a server optimizer (FedAdam, ...;
+        its step is applied to the released noisy model, which is post-processing and
+        keeps the guarantee). It supplies the local-training config, reply
+        validation, per-round stats and evaluation, through public hooks only. Its
+        ``fraction_train`` and ``min_valid_replies`` are not used. Refused (``ValueError``,
+        see :func:`dp_inner_problem`): robust rules, FedBuff, wrappers, stragglers.
     config : DPConfig
         The ``dp-*`` keys (``strategies/wrappers/dp_config.py``), validated when the
         config was built: z = ``noise_multiplier``, S = ``clip_norm`` (the initial C with
@@ -163,6 +166,19 @@ class DPFedAvg(RoundLoop, Strategy):
         self._round_metrics: dict[int, dict[str, Any]] = {}
         if self.population is not None:
             self._resolve_population(self.population, "dp-population")
+
+    # ------------------------------------------------------------ the inner strategy
+    @property
+    def inner(self) -> FedAvg:
+        """The wrapped strategy; checked when set (:func:`dp_inner_problem`), so before training."""
+        return self._inner
+
+    @inner.setter
+    def inner(self, strategy: FedAvg) -> None:
+        problem = dp_inner_problem(strategy)
+        if problem is not None:
+            raise ValueError(f"DP-FedAvg cannot wrap {type(strategy).__name__}: {problem}")
+        self._inner = strategy
 
     # ------------------------------------------------------------------ set-up
     def _check_count_noise(self, sigma_b: float) -> None:
@@ -244,7 +260,7 @@ class DPFedAvg(RoundLoop, Strategy):
         continues with fresh entropy-seeded draws).
         """
         return {
-            **self.inner.state_dict(),
+            **super().state_dict(),
             "dp-clip-norm": self.clip_norm,
             "dp-population": self.population,
             "dp-accountant": None if self.accountant is None else self.accountant.state(),
@@ -254,7 +270,7 @@ class DPFedAvg(RoundLoop, Strategy):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output (population first: it fixes W and the accountant)."""
-        self.inner.load_state_dict(state)
+        super().load_state_dict(state)
         if state.get("dp-population"):
             self._resolve_population(int(state["dp-population"]), "checkpoint")
         self.clip_norm = float(state["dp-clip-norm"])
@@ -264,22 +280,13 @@ class DPFedAvg(RoundLoop, Strategy):
         if state.get("dp-noise-rng") is not None and self.noise_seed is not None:
             self._noise_rng.bit_generator.state = dict(state["dp-noise-rng"])
 
-    # ------------------------------------------------------------ inner's state
-    @property
-    def stats(self) -> dict[int, RoundStats]:
-        """The inner strategy's per-round participation counts (read by the ServerApp)."""
-        return self.inner.stats
-
-    @property
-    def nodes(self) -> dict[int, NodeReport]:
-        """The inner strategy's last report of every node that trained."""
-        return self.inner.nodes
-
+    # ------------------------------------------------------------ metrics
     def round_metrics(self, server_round: int) -> dict[str, Any]:
-        """Privacy metrics of a round for metrics.json; ``epsilon`` is None before round 1."""
+        """Privacy metrics of a round for metrics.json (and the inner's); ``epsilon`` None before round 1."""
         if server_round in self._round_metrics:
-            return dict(self._round_metrics[server_round])
+            return {**super().round_metrics(server_round), **self._round_metrics[server_round]}
         return {
+            **super().round_metrics(server_round),
             "epsilon": None,
             "delta": self.delta,
             "clip_norm": self.clip_norm,
@@ -296,32 +303,16 @@ class DPFedAvg(RoundLoop, Strategy):
         minimum = inner.min_available_nodes
         if self.sampling == "fixed-size" and self.sample_size is not None:
             minimum = max(minimum, self.sample_size)
-        connected = sorted(
-            wait_for_nodes(
-                grid.get_node_ids,
-                minimum=minimum,
-                timeout=inner.wait_for_nodes_timeout,
-                on_wait=lambda n: log(INFO, "Waiting for nodes: %d connected, %d required", n, minimum),
-            )
-        )
+        connected = sorted(inner.connected_nodes(grid, minimum))
         if self.population is None:
             self._resolve_population(len(connected), "nodes connected at round 1")
         self._round_rate[server_round] = self._rate_used(len(connected))
         self._check_budget(server_round)
 
         node_ids = self._sample(connected, server_round)
-        inner.stats.setdefault(server_round, RoundStats()).sampled = len(node_ids)
-
         train_config = ConfigRecord(dict(config))
-        # The inner strategy's own train config (FedAvg: round, epochs; FedProx: mu).
-        train_config["server-round"] = server_round
-        train_config["local-epochs"] = inner.local_epochs
-        if hasattr(inner, "proximal_mu"):
-            train_config["proximal-mu"] = inner.proximal_mu
         if self.clipping == "client":
             train_config[CLIP_NORM_KEY] = self.clip_norm
-        # The inner's reply validation reads what was sent and the model's spec.
-        inner._spec[server_round] = spec_of_record(arrays)
         self._global = {server_round: [np.array(a) for a in to_layers(arrays)]}
         log(
             INFO,
@@ -330,8 +321,9 @@ class DPFedAvg(RoundLoop, Strategy):
             len(connected),
             self.sampling,
         )
-        messages = inner._messages(node_ids, arrays, train_config, MessageType.TRAIN)
-        return inner.track_sent(server_round, MessageType.TRAIN, messages)
+        # The inner's messages to the nodes DP chose: its own train config (FedProx: mu),
+        # the round's sampled count, and what its reply validation needs.
+        return inner.train_messages(server_round, node_ids, arrays, train_config)
 
     def _sample(self, connected: list[int], server_round: int) -> list[int]:
         """Poisson (each node with probability q) or exactly round(q N) nodes.
@@ -395,7 +387,6 @@ class DPFedAvg(RoundLoop, Strategy):
             raise RuntimeError(f"aggregate_train({server_round}) without configure_train for that round")
         previous = self._global.pop(server_round)
         valid, layers, names = self.inner.valid_train_replies(server_round, replies)
-        names = names or list(self.inner._spec[server_round])
         # Clipping, norms, noise and estimates act on the parameters only; the released model
         # carries the previous model's integer buffers, so nothing un-noised is released
         # (strategies/core/buffers.py).
@@ -433,6 +424,9 @@ class DPFedAvg(RoundLoop, Strategy):
                     if self.sampling == "poisson"
                     else float(self.sample_size),
                 )
+        # The inner's step from the global model (a server optimizer; FedAvg: none) acts on
+        # the released noisy model only: post-processing, the guarantee is unchanged.
+        new_layers = self.inner.apply_aggregate(server_round, new_layers)
         new_layers = [_cast_like(a, g) for a, g in zip(new_layers, global_layers, strict=True)]
         # The same final check as every strategy. Whether the noisy model is finite is a
         # function of the released value alone (post-processing): keeping the previous
@@ -441,17 +435,7 @@ class DPFedAvg(RoundLoop, Strategy):
             server_round, names, with_previous_buffers(new_layers, previous, index)
         )
         self._account(server_round, noise_std, used_clip_norm, self.inner.stats[server_round].sampled)
-        self.inner._record_nodes(valid)
-        self.inner.stats[server_round].attackers = sum(
-            self.inner.nodes[m.metadata.src_node_id].attacker for m in valid
-        )
-        metrics = None
-        if valid:
-            metrics = aggregate_metricrecords([m.content for m in valid], self.inner.weighted_by_key)
-            loss = metrics.get("train-loss")
-            self.inner.stats[server_round].train_loss = float(loss) if isinstance(loss, int | float) else None
-            self.inner.stats[server_round].dp_sgd_epsilon = max_client_epsilon(valid)
-            self.inner.stats[server_round].dp_sgd_epsilon_by_node = client_epsilons(valid)
+        metrics = self.inner.finish_round(server_round, valid) if valid else None
         return arrays, metrics
 
     def _clip(
@@ -564,14 +548,41 @@ class DPFedAvg(RoundLoop, Strategy):
                 rate,
             )
 
-    # -------------------------------------------------------------- evaluation
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
+def dp_inner_problem(strategy: object) -> str | None:
+    """Why :class:`DPFedAvg` cannot wrap ``strategy`` soundly, or None.
+
+    DP-FedAvg owns client selection and replaces the aggregation rule by its clipped,
+    noised estimator, then hands the noisy model to the inner's ``apply_aggregate``. So
+    it can wrap a synchronous FedAvg-family strategy whose rule is the (weighted) mean:
+    FedAvg, FedProx and the server optimizers. Refused, with the reason:
+
+    - a robust rule (median, trimmed mean, Krum, norm bounding): its rule would silently
+      not run, and its robustness argument does not hold for DP's estimator;
+    - FedBuff: its asynchronous loop would be bypassed (DP accounts synchronous rounds);
+    - another wrapper (compression): DP would bypass its hooks; put compression outside
+      DP (``CompressedStrategy(DPFedAvg(...))``, what ``with_compression`` builds);
+    - stragglers (``straggler-fraction`` > 0): DP's sampling is what the accountant
+      assumes; dropping or shortening sampled clients is not simulated under DP.
+    """
+    if not isinstance(strategy, FedAvg):
+        return (
+            "DP needs a FedAvg-family strategy (FedAvg, FedProx, a server optimizer) as the inner "
+            "strategy; to compress updates under DP wrap compression around DP, not inside it"
+        )
+    if isinstance(strategy, RobustFedAvg):
+        return (
+            "DP replaces the aggregation rule by its clipped, noised mean, so a robust rule would "
+            "silently not run; use strategy fedavg, fedprox or a server optimizer with DP"
+        )
+    if isinstance(strategy, FedBuff):
+        return "DP accounts synchronous rounds and would bypass FedBuff's asynchronous loop"
+    if strategy.straggler_fraction > 0:
+        return (
+            f"straggler-fraction={strategy.straggler_fraction} is not simulated under DP (DP owns "
+            "client selection); set it to 0"
+        )
+    return None
 
 
 def _cast_like(values: np.ndarray, like: np.ndarray) -> np.ndarray:
