@@ -20,6 +20,7 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 from strategies.algorithms.fedavg import FedAvg
 from strategies.core.protocol import EdgeStrategy, missing_members, require_edge_strategy
 from strategies.wrappers.compressed import CompressedStrategy
+from strategies.wrappers.dp_config import DPConfig
 from strategies.wrappers.dp_fedavg import DPFedAvg
 from tests.strategies.test_contract import (
     GLOBAL,
@@ -41,13 +42,15 @@ def _wrapped(kind: str) -> EdgeStrategy:
         return CompressedStrategy(inner, scheme="int8")
     return DPFedAvg(
         inner,
-        noise_multiplier=0.01,
-        clip_norm=10.0,
-        sampling_rate=1.0,
-        delta=1e-5,
-        sampling="fixed-size",
-        noise_seed=0,
-        weight_cap=1.0,
+        DPConfig(
+            noise_multiplier=0.01,
+            clip_norm=10.0,
+            sampling_rate=1.0,
+            delta=1e-5,
+            sampling="fixed-size",
+            noise_seed=0,
+            weight_cap=1.0,
+        ),
     )
 
 

@@ -20,6 +20,7 @@ from strategies.algorithms.median import FedMedian
 from strategies.core.records import from_layers, to_layers
 from strategies.numeric.compression import COMPRESSED_KEY
 from strategies.wrappers.compressed import MALFORMED_COMPRESSED, CompressedStrategy
+from strategies.wrappers.dp_config import DPConfig
 from strategies.wrappers.dp_fedavg import DPFedAvg
 from tests.conftest import FakeGrid, make_reply
 from tests.strategies.wrappers.test_compressed import NAMES, client_reply, configure, perturbed
@@ -31,14 +32,16 @@ def _dp(inner: object) -> DPFedAvg:
     """Every node sampled (q = 1 of N = 3), w_k = 1, noise negligible, clipping inactive."""
     return DPFedAvg(
         inner,  # type: ignore[arg-type]
-        noise_multiplier=1e-9,
-        clip_norm=1e3,
-        sampling_rate=1.0,
-        delta=1e-5,
-        sampling="fixed-size",
-        population=len(NODES),
-        weight_cap=1.0,
-        noise_seed=0,
+        DPConfig(
+            noise_multiplier=1e-9,
+            clip_norm=1e3,
+            sampling_rate=1.0,
+            delta=1e-5,
+            sampling="fixed-size",
+            population=len(NODES),
+            weight_cap=1.0,
+            noise_seed=0,
+        ),
     )
 
 
