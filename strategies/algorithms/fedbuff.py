@@ -89,9 +89,11 @@ from strategies.algorithms.fedavg import (
 )
 from strategies.core.buffers import parameter_indices, select, with_previous_buffers
 from strategies.core.deadline import call_with_deadline, grace
+from strategies.core.ledger import header
 from strategies.core.loop import EvaluateFn, begin_run
 from strategies.core.records import ARRAYS_KEY, CONFIG_KEY, to_layers
 from strategies.core.reply_checks import Rejection
+from strategies.core.reply_identity import DUPLICATE, Sent, match_replies
 from strategies.core.sampling import round_rng, sample_ids
 from strategies.core.validation import spec_of_record
 from strategies.numeric.fedbuff import apply_buffer, staleness_weight
@@ -143,6 +145,8 @@ class _Run:
     server_round: int
     round_began: float
     in_flight: dict[str, _Dispatch] = field(default_factory=dict)
+    #: Message ids already answered: a second reply to one of them is a duplicate.
+    answered: set[str] = field(default_factory=set)
     buffer: list[_Update] = field(default_factory=list)
 
 
@@ -362,7 +366,7 @@ class FedBuff(FedAvg):
                 else []
             )
             for reply in replies:
-                dispatch = run.in_flight.pop(reply.metadata.reply_to_message_id, None)
+                dispatch = self._accept(run, reply)
                 if dispatch is None:
                     continue
                 update = self._receive(run, reply, dispatch)
@@ -482,6 +486,27 @@ class FedBuff(FedAvg):
             else:
                 log(WARNING, "train: could not push a message to node %d", node)
                 stats.fail(node)
+
+    def _accept(self, run: _Run, reply: Message) -> _Dispatch | None:
+        """The work ``reply`` answers, or None: one reply per message in flight, counted if not.
+
+        The same identity rules as the synchronous strategies (``strategies.core.reply_identity``):
+        a second reply to a message (``duplicate``), a reply from a node with no work in
+        flight (``not-sampled``), a reply of another stage, or a reply to a message not in
+        flight (``unknown-reply-to``) is dropped and counted in the current round.
+        """
+        message_id = reply.metadata.reply_to_message_id
+        sent = [Sent(mid, d.node) for mid, d in run.in_flight.items()]
+        (match,) = match_replies(sent, [header(reply)], message_type=MessageType.TRAIN)
+        if match.rejection is None:
+            run.answered.add(message_id)
+            return run.in_flight.pop(message_id)
+        rejection = match.rejection
+        if message_id in run.answered:
+            rejection = Rejection(DUPLICATE, f"message {message_id!r} was already answered")
+        stats = self.stats.setdefault(run.server_round, RoundStats())
+        stats.reject(reply.metadata.src_node_id, "train", rejection)
+        return None
 
     def _receive(self, run: _Run, reply: Message, dispatch: _Dispatch) -> _Update | None:
         """The reply as a buffered update, or None (failed, malformed, too stale): counted either way."""

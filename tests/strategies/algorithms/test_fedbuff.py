@@ -315,3 +315,54 @@ def test_config_record_defaults_are_kept() -> None:
 
     config = grid.sent[0][2]
     assert config["learning-rate"] == 0.05 and config["local-epochs"] == 3
+
+
+class IntrudingGrid(ScriptedGrid):
+    """A ScriptedGrid whose transport also delivers, with node 1's replies: a copy of the
+    reply (duplicate), the same update from node 1 answering slow node 3's message id, the
+    update again from a node that was never sent work, and an evaluate reply."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent_ids: dict[str, int] = {}
+
+    def push_messages(self, messages: Any) -> list[str]:
+        messages = list(messages)
+        ids = super().push_messages(messages)
+        self.sent_ids.update({i: m.metadata.dst_node_id for i, m in zip(ids, messages, strict=True)})
+        return ids
+
+    def pull_messages(self, message_ids: Any) -> list[Any]:
+        replies = super().pull_messages(message_ids)
+        extra = []
+        for reply in replies:
+            if reply.metadata.src_node_id != 1 or reply.has_error():
+                continue
+            arrays = {"w": np.array(to_layers(reply.content["arrays"])[0]) + 100}
+            metrics = {"num-examples": 10, "train-loss": 1.0}
+            other = next(i for i, n in reversed(self.sent_ids.items()) if n == 3)  # still in flight
+            extra += [
+                make_reply(1, arrays, metrics, reply_to=reply.metadata.reply_to_message_id),
+                make_reply(1, arrays, metrics, reply_to=other),
+                make_reply(99, arrays, metrics, reply_to="never-sent"),
+                make_reply(1, None, {"num-examples": 10, "loss": 0.1}, message_type=MessageType.EVALUATE),
+            ]
+        return replies + extra
+
+
+def test_replies_that_are_not_one_per_message_in_flight_are_dropped_and_counted() -> None:
+    # Prepare: the same run twice, once over a transport that adds intruding replies.
+    clean = run(fedbuff(), ScriptedGrid(UPDATES, DURATIONS), num_rounds=2)
+    strategy = fedbuff()
+
+    # Execute
+    seen = run(strategy, IntrudingGrid(UPDATES, DURATIONS), num_rounds=2)
+
+    # Assert: the same models, and every intruder counted by its reason.
+    assert seen == clean
+    rejected: dict[str, int] = {}
+    for r in (1, 2):
+        for reason, count in strategy.stats[r].rejected.items():
+            rejected[reason] = rejected.get(reason, 0) + count
+    assert set(rejected) == {"duplicate", "unknown-reply-to", "not-sampled", "wrong-message-type"}
+    assert all(count >= 1 for count in rejected.values())
