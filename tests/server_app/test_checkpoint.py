@@ -167,8 +167,9 @@ def run_server(out: Path, run_config: dict, *, die_in_round: int | None = None) 
     return run_dir
 
 
+#: Strategies whose state must survive a resume. Plain FedAvg (no state) is killed and resumed
+#: end to end through Flower's engine in tests/e2e/test_resume_simulation.py: one such test.
 RESUMABLE = {
-    "fedavg": {},
     "fedadam": {"strategy": "fedadam", "server-learning-rate": 0.05},
     "trimmed-mean": {"strategy": "trimmed-mean", "trimmed-mean-beta": 0.25},
     "dp-fedavg": {
