@@ -26,7 +26,6 @@ from harness.processes import (  # noqa: F401
     write_flower_config,
 )
 
-
 #: Test tiers by folder (pyproject's ``addopts`` deselects every tier but the fast one; README
 #: "Test" shows the command that runs them all). A test elsewhere that is too slow for the fast
 #: tier carries ``@pytest.mark.slow`` itself.
