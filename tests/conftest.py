@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,21 @@ from harness.processes import (  # noqa: F401
     stop_process_tree,
     write_flower_config,
 )
+
+#: Test tiers by folder (pyproject's ``addopts`` deselects every tier but the fast one; README
+#: "Test" shows the command that runs them all). A test elsewhere that is too slow for the fast
+#: tier carries ``@pytest.mark.slow`` itself.
+TIER_BY_FOLDER = {"e2e": "e2e", "deploy": "deploy", "bench": "bench"}
+TESTS = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test under ``tests/<folder>/`` with its folder's tier."""
+    for item in items:
+        parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
+        if len(parts) > 1 and parts[0] in TIER_BY_FOLDER:
+            item.add_marker(TIER_BY_FOLDER[parts[0]])
 
 
 @pytest.fixture(autouse=True)

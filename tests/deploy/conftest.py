@@ -1,4 +1,4 @@
-"""The ``deploy`` marker and fixtures shared by the deployment tests."""
+"""Fixtures shared by the deployment tests (the ``deploy`` tier: pyproject.toml, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,6 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "deploy: starts real Flower SuperLink/SuperNode processes on loopback (minutes); "
-        "skip with -m 'not deploy'",
-    )
 
 
 def _tool_env(**extra: str) -> dict[str, str]:

@@ -19,6 +19,10 @@ from harness.attacks import choose_attacked
 from server_app.app import main
 from tests.conftest import AppGrid
 
+#: Twelve ServerApp runs of 10 clients (minutes): the attack needs this size to be real, so
+#: the test runs in the ``slow`` tier rather than on smaller, weaker data.
+pytestmark = pytest.mark.slow
+
 NUM_CLIENTS = 10
 SETTINGS = {
     "num-server-rounds": 4,

@@ -123,9 +123,19 @@ def test_missing_and_non_npz_files_fail_clearly(tmp_path) -> None:  # noqa: ANN0
 
 
 def test_hub_dataset_offline_fails_with_how_to_use_a_local_file(monkeypatch) -> None:  # noqa: ANN001
+    # The hub libraries read HF_HUB_OFFLINE once, at import, and an earlier test may have
+    # imported them (tasks.partition does): set their flags too, or the environment variables
+    # alone leave a real network attempt in place (a 20 s timeout with no network).
+    import datasets.config
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
     from tasks.data import hub_arrays
 
-    with pytest.raises(DatasetError, match="dataset='/path/to/file.npz'"):
+    with pytest.raises(DatasetError, match="dataset='/path/to/file.npz'") as info:
         hub_arrays("ylecun/mnist")
+    assert "OfflineModeIsEnabled" in str(info.value)  # offline indeed: no network was tried

@@ -420,36 +420,46 @@ def test_add_gaussian_noise_rejects_negative_std() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "name"),
+    ("kwargs", "name", "valid_range"),
     [
-        ({"noise_multiplier": 0.0}, "noise_multiplier"),
-        ({"noise_multiplier": -1.0}, "noise_multiplier"),
-        ({"clip_norm": 0.0}, "clip_norm"),
-        ({"clip_norm": -2.0}, "clip_norm"),
-        ({"sampling_rate": 0.0}, "sampling_rate"),
-        ({"sampling_rate": 1.5}, "sampling_rate"),
-        ({"weight_cap": 0.0}, "weight_cap"),
-        ({"total_weight": 0.0}, "total_weight"),
-        ({"total_weight": -1.0}, "total_weight"),
-        ({"min_total_weight": 0.0}, "min_total_weight"),
+        ({"noise_multiplier": 0.0}, "noise_multiplier", "a finite number > 0"),
+        ({"noise_multiplier": -1.0}, "noise_multiplier", "a finite number > 0"),
+        ({"clip_norm": 0.0}, "clip_norm", "a finite number > 0"),
+        ({"clip_norm": -2.0}, "clip_norm", "a finite number > 0"),
+        ({"sampling_rate": 0.0}, "sampling_rate", "in (0, 1]"),
+        ({"sampling_rate": 1.5}, "sampling_rate", "in (0, 1]"),
+        ({"weight_cap": 0.0}, "weight_cap", "a finite number > 0"),
+        ({"total_weight": 0.0}, "total_weight", "a finite number > 0"),
+        ({"total_weight": -1.0}, "total_weight", "a finite number > 0"),
+        ({"min_total_weight": 0.0}, "min_total_weight", "a finite number > 0"),
     ],
 )
-def test_validate_dp_params_names_the_bad_parameter(kwargs: dict, name: str) -> None:
+def test_validate_dp_params_names_the_bad_parameter(kwargs: dict, name: str, valid_range: str) -> None:
     with pytest.raises(ValueError, match=name) as info:
         validate_dp_params(**kwargs)
-    # The valid range is in the message too.
-    assert "(0, 1]" in str(info.value) or "> 0" in str(info.value)
+    # The message names this parameter's own valid range and the value it got.
+    assert f"{name} must be {valid_range}, got " in str(info.value)
+    assert repr(next(iter(kwargs.values()))) in str(info.value)
 
 
-def test_validate_dp_params_accepts_valid_values() -> None:
-    validate_dp_params(
-        noise_multiplier=1.0,
-        clip_norm=0.1,
-        sampling_rate=1.0,
-        weight_cap=100.0,
-        total_weight=1000.0,
-        min_total_weight=500.0,
-    )
+@pytest.mark.parametrize(
+    ("name", "boundary", "past_boundary"),
+    [
+        ("noise_multiplier", 1e-12, 0.0),
+        ("clip_norm", 1e-12, 0.0),
+        ("sampling_rate", 1.0, 1.0 + 1e-12),
+        ("weight_cap", 1e-12, 0.0),
+        ("total_weight", 1e-12, 0.0),
+        ("min_total_weight", 1e-12, 0.0),
+    ],
+)
+def test_validate_dp_params_accepts_the_edge_of_each_range(
+    name: str, boundary: float, past_boundary: float
+) -> None:
+    # Accepted at the edge of the valid range, rejected just past it: the check sits exactly on the edge.
+    validate_dp_params(**{name: boundary})
+    with pytest.raises(ValueError, match=name):
+        validate_dp_params(**{name: past_boundary})
 
 
 @pytest.mark.parametrize(
