@@ -66,6 +66,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from strategies.core.buffers import is_parameter
+from tasks import wire
 
 _LEVELS = 255
 # Keeps |zero_point| <= 2**40 < 2**53, so (q - zero_point) is exact in float64.
@@ -576,11 +577,11 @@ def _check_field(name: str, field: str, value: np.ndarray, dtype: np.dtype, shap
 
 #: Values of the ``compression`` run-config key; ``none`` sends the full model.
 SCHEMES = ("none", "int8", "topk")
-#: Train-config keys the server sends (defined with the math, so clients need no server import).
-COMPRESSION_KEY = "compression"
-TOPK_FRACTION_KEY = "topk-fraction"
-#: Reply record holding the encoded update, instead of the model under ``arrays``.
-COMPRESSED_KEY = "compressed-update"
+#: Train-config keys the server sends, and the reply record holding the encoded update
+#: instead of the model under ``arrays`` (declared once, in tasks.wire).
+COMPRESSION_KEY = wire.COMPRESSION
+TOPK_FRACTION_KEY = wire.TOPK_FRACTION
+COMPRESSED_KEY = wire.COMPRESSED
 
 
 def is_compressed(dtype: np.dtype | type) -> bool:

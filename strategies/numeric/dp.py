@@ -38,10 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from tasks import wire
+
 #: Train-config key: the client clips its own update to this norm (client-side clipping).
-CLIP_NORM_KEY = "dp-clip-norm"
+CLIP_NORM_KEY = wire.CLIP_NORM
 #: Reply metric in client-side clipping: 1 if the client's update had norm <= C, else 0.
-UNCLIPPED_KEY = "dp-unclipped"
+UNCLIPPED_KEY = wire.UNCLIPPED
 
 Layers = list[np.ndarray]
 

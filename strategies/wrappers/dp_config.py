@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from strategies.algorithms.fedprox import FedProxConfig
+from tasks import wire
 from tasks.config import ConfigError, Section, at_least, declare, in_range, one_of
 
 #: ``dp-estimator``: how the noisy mean update is estimated (module docstring of dp_fedavg).
@@ -71,7 +72,7 @@ class DPConfig(Section):
         1.0,
         "S: L2 clipping norm (initial C with adaptive clipping)",
         in_range(0, 1e9, lo_open=True),
-        name="dp-clip-norm",
+        name=wire.CLIP_NORM,  # the run-config key is also what the server sends clients
     )
     noise_multiplier: float = declare(
         1.0,

@@ -261,7 +261,7 @@ class DPFedAvg(StrategyWrapper):
         """
         return {
             **super().state_dict(),
-            "dp-clip-norm": self.clip_norm,
+            CLIP_NORM_KEY: self.clip_norm,
             "dp-population": self.population,
             "dp-accountant": None if self.accountant is None else self.accountant.state(),
             "dp-round-metrics": {str(k): v for k, v in self._round_metrics.items()},
@@ -273,7 +273,7 @@ class DPFedAvg(StrategyWrapper):
         super().load_state_dict(state)
         if state.get("dp-population"):
             self._resolve_population(int(state["dp-population"]), "checkpoint")
-        self.clip_norm = float(state["dp-clip-norm"])
+        self.clip_norm = float(state[CLIP_NORM_KEY])
         if state.get("dp-accountant") is not None:
             self.accountant = Accountant.from_state(dict(state["dp-accountant"]))
         self._round_metrics = {int(k): dict(v) for k, v in dict(state.get("dp-round-metrics", {})).items()}
