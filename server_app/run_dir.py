@@ -113,7 +113,9 @@ class RunDirectory:
 
         path = self.path / "model.safetensors"
         tmp = path.with_name(".model.safetensors.tmp")
-        save_file({n: np.ascontiguousarray(a) for n, a in zip(names, layers, strict=True)}, str(tmp))
+        # np.ascontiguousarray makes a 0-d array 1-d: BatchNorm's counter would no longer load.
+        arrays = {n: np.ascontiguousarray(a).reshape(np.shape(a)) for n, a in zip(names, layers, strict=True)}
+        save_file(arrays, str(tmp))
         replace_atomically(tmp, path)
         return path
 

@@ -234,3 +234,25 @@ def test_a_round_whose_checkpoint_failed_is_not_in_metrics_json(tmp_path: Path) 
     # Assert: metrics.json claims no round the checkpoint lacks.
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert metrics["status"] == "failed" and [r["round"] for r in metrics["rounds"]] == [0]
+
+
+def test_saved_model_keeps_zero_dimensional_arrays_and_loads_into_a_batchnorm_model(tmp_path: Path) -> None:
+    # Prepare: a model with BatchNorm, whose num_batches_tracked is a 0-d int64 tensor.
+    import torch
+    from safetensors.torch import load_file
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    names = list(model.state_dict())
+    layers = [t.numpy() for t in model.state_dict().values()]
+    run_dir = RunDirectory.create(str(tmp_path), "fedavg", "digits")
+
+    # Execute
+    path = run_dir.save_model(names, layers)
+
+    # Assert: every shape as saved, and the file loads back into the same architecture.
+    loaded = load_file(str(path))
+    assert {k: tuple(v.shape) for k, v in loaded.items()} == {
+        n: a.shape for n, a in zip(names, layers, strict=True)
+    }
+    assert loaded["1.num_batches_tracked"].shape == ()
+    model.load_state_dict(loaded)
