@@ -71,7 +71,7 @@ def reply_arrays(
     if COMPRESSION_KEY not in config:
         return ARRAYS_KEY, from_layers(names, new_layers)
     scheme = str(config[COMPRESSION_KEY])
-    fraction = float(config.get(TOPK_FRACTION_KEY, 1.0))  # type: ignore[arg-type]
+    fraction = wire.as_float(config.get(TOPK_FRACTION_KEY, 1.0))
     # Floating layers only: integer buffers (BatchNorm's num_batches_tracked) are not
     # parameters, the server keeps its own; a counter's step must not enter top-k or the
     # residual (and bool buffers cannot even be subtracted).

@@ -73,7 +73,7 @@ def dp_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable
     config = msg.content.config_records.get(wire.CONFIG)
     if config is None or CLIP_NORM_KEY not in config:
         return call_next(msg, context)
-    clip_norm = float(config[CLIP_NORM_KEY])  # type: ignore[arg-type]
+    clip_norm = wire.as_float(config[CLIP_NORM_KEY])
     if not (math.isfinite(clip_norm) and clip_norm > 0):
         raise ValueError(f"train config {CLIP_NORM_KEY}={clip_norm!r} must be > 0")
     reply = call_next(msg, context)

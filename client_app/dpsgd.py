@@ -39,6 +39,14 @@ HISTORY_KEY = "dp-sgd-history"
 HistoryEntry = tuple[float, float, int]
 
 
+def _column(record: ConfigRecord, key: str) -> list[object]:
+    """One column of the saved history (a list); TypeError if it is not one."""
+    value = record[key]
+    if not isinstance(value, list):
+        raise TypeError(f"{key!r} is a {type(value).__name__}, not a list")
+    return list(value)
+
+
 def load_privacy_history(state: RecordDict) -> list[HistoryEntry]:
     """The node's DP-SGD history from ``context.state`` (empty before its first round).
 
@@ -52,10 +60,9 @@ def load_privacy_history(state: RecordDict) -> list[HistoryEntry]:
     if record is None:
         return []
     try:
-        rows = list(
-            zip(record["noise-multiplier"], record["sample-rate"], record["steps"], strict=True)  # type: ignore[arg-type]
-        )
-        history = [(float(z), float(q), int(n)) for z, q, n in rows]
+        columns = [_column(record, key) for key in ("noise-multiplier", "sample-rate", "steps")]
+        rows = zip(*columns, strict=True)
+        history = [(wire.as_float(z), wire.as_float(q), wire.as_int(n)) for z, q, n in rows]
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(
             f"context.state[{HISTORY_KEY!r}] is malformed ({exc}); this node's DP-SGD privacy "

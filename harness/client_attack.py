@@ -210,7 +210,11 @@ def attack_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> 
         names = list(reply.content.array_records[wire.ARRAYS].keys())
         global_layers = to_layers(msg.content.array_records[wire.ARRAYS], names)
         local_layers = to_layers(reply.content.array_records[wire.ARRAYS], names)
-        seed = (attack.seed, int(node[wire.PARTITION_ID]), int(config.get(wire.SERVER_ROUND, 0)))  # type: ignore[arg-type]
+        seed = (
+            attack.seed,
+            wire.as_int(node[wire.PARTITION_ID]),
+            wire.as_int(config.get(wire.SERVER_ROUND, 0)),
+        )
         poisoned = poison_update(attack, global_layers, local_layers, seed)
         reply.content[wire.ARRAYS] = from_layers(names, poisoned)
     return reply

@@ -190,7 +190,7 @@ def slowdown_mod(
     metrics = None if reply.has_error() else reply.content.metric_records.get(wire.METRICS)
     if config is None or metrics is None or wire.TRAIN_SECONDS not in metrics:
         return reply
-    extra = slow_down(config, context.node_config, float(metrics[wire.TRAIN_SECONDS]), sleep=sleep)  # type: ignore[arg-type]
+    extra = slow_down(config, context.node_config, wire.as_float(metrics[wire.TRAIN_SECONDS]), sleep=sleep)
     if extra:
         reply.content[wire.METRICS] = MetricRecord({**metrics, **extra})
     return reply

@@ -34,7 +34,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 import torch
@@ -145,7 +145,9 @@ def save_checkpoint(
     tmp = run_dir / f".{CHECKPOINT_NAME}.tmp"
     try:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **payload)
+            # The keys are "meta", "model/i", "state/j", never savez's ``allow_pickle`` (numpy >= 2.1;
+            # passing it by name would store an array called so under numpy 1.26, which we support).
+            np.savez(fh, **payload)  # type: ignore[arg-type]  # numpy stubs: a **dict might fill allow_pickle
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -186,7 +188,7 @@ class CheckpointProblem:
         return f"{self.reason}: {self.detail}"
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -14,10 +14,9 @@ pyproject's table equals the declarations, both ways. Bad values raise
 
 from __future__ import annotations
 
-import functools
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, TypeVar
 
 from tasks.data import BUILTIN_DATASETS, HUB_DATASETS, DatasetError, check_dataset_name
@@ -53,7 +52,7 @@ class Key:
 
 def _described(check: Callable[[Any], str | None], valid: str) -> Callable[[Any], str | None]:
     """Attach the allowed values in words to ``check`` (``python -m strategies list`` prints them)."""
-    check.valid = valid  # type: ignore[attr-defined]
+    check.valid = valid  # type: ignore[attr-defined]  # a function attribute; Key.valid reads it by getattr
     return check
 
 
@@ -173,18 +172,29 @@ def _owner(cls: type, attribute: str) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-@functools.cache
+#: Section class → its declared keys, computed once per class (classes never change).
+_DECLARED_FIELDS: dict[type[Section], tuple[Declared, ...]] = {}
+
+
 def declared_fields(cls: type[Section]) -> tuple[Declared, ...]:
     """The keys ``cls`` declares (its :func:`declare` fields, inherited ones included), in field order."""
+    # A dict, not functools.cache: typeshed's cache wants Hashable arguments, and a frozen
+    # dataclass's class object does not type as Hashable (its ``__hash__`` is per instance).
+    cached = _DECLARED_FIELDS.get(cls)
+    if cached is not None:
+        return cached
     hints = typing.get_type_hints(cls)
     out = []
     for f in fields(cls):
         if _KEY_FIELD not in f.metadata:
             continue
         name, help_text, check = f.metadata[_KEY_FIELD]
+        if f.default is MISSING:  # declare() always sets one; Flower needs every default in pyproject
+            raise TypeError(f"{cls.__name__}.{f.name}: a declared key needs a default")
         declared = Key(name or f.name.replace("_", "-"), hints[f.name], f.default, help_text, check)
         out.append(Declared(declared, f.name, _owner(cls, f.name)))
-    return tuple(out)
+    _DECLARED_FIELDS[cls] = tuple(out)
+    return _DECLARED_FIELDS[cls]
 
 
 S = TypeVar("S", bound="Section")
@@ -430,7 +440,11 @@ class AppConfig(Section):
         }
         if self.dataset in by_dataset:
             return by_dataset[self.dataset]
-        by_shape = {(1, 8, 8): "digits-cnn", (1, 28, 28): "mnist-cnn", (3, 32, 32): "cifar-mobilenet"}
+        by_shape: dict[tuple[int, ...], str] = {
+            (1, 8, 8): "digits-cnn",
+            (1, 28, 28): "mnist-cnn",
+            (3, 32, 32): "cifar-mobilenet",
+        }
         return by_shape.get(tuple(input_shape), "logreg")
 
     def to_dict(self) -> dict[str, Scalar]:

@@ -1,7 +1,7 @@
 """Every key that travels between the ServerApp and the ClientApp, in one place.
 
 Both apps import these names; no other module spells a message key as a string. The
-module imports nothing (no Flower, no NumPy), so a client, a strategy, a test or a tool
+module imports only the standard library (no Flower, no NumPy), so a client, a strategy, a test or a tool
 can read the protocol from it alone. Keys are kebab-case, as in Flower's examples.
 
 A train message carries ``RecordDict({ARRAYS: <global model>, CONFIG: <round config>})``;
@@ -12,6 +12,8 @@ LOSS, ACCURACY}}``.
 """
 
 from __future__ import annotations
+
+from typing import SupportsFloat, SupportsIndex, SupportsInt
 
 # --------------------------------------------------------------------- record names
 ARRAYS = "arrays"
@@ -75,3 +77,23 @@ ATTACKER = "attacker"
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
 DATA_PATH = "data-path"
+
+
+# ------------------------------------------------------------ reading a value off the wire
+# A record's value type is a union (a ConfigRecord value may be a list, bytes or an Array);
+# these convert one scalar exactly as ``float()`` / ``int()`` do, and name the problem in
+# the same TypeError those raise for anything else, so the type checker sees a number.
+
+
+def as_float(value: object) -> float:
+    """``float(value)`` for a scalar record value; TypeError (as ``float()``) for a list or array."""
+    if isinstance(value, str | bytes | SupportsFloat | SupportsIndex):
+        return float(value)
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
+def as_int(value: object) -> int:
+    """``int(value)`` for a scalar record value; TypeError (as ``int()``) for a list or array."""
+    if isinstance(value, str | bytes | SupportsInt | SupportsIndex):
+        return int(value)
+    raise TypeError(f"expected an integer, got {type(value).__name__}")

@@ -13,7 +13,9 @@ over the run; ``server-beta2`` is not used.
 
 from __future__ import annotations
 
-from strategies.algorithms.server_opt import ServerOptFedAvg
+from typing import Unpack
+
+from strategies.algorithms.server_opt import ServerOptFedAvg, ServerOptOptions
 from strategies.numeric.server_opt import FedAdagradOptimizer
 
 
@@ -32,6 +34,8 @@ class FedAdagrad(ServerOptFedAvg):
         ``proximal_mu`` and the arguments of :class:`strategies.algorithms.fedavg.FedAvg`.
     """
 
-    def __init__(self, *, server_learning_rate: float, beta1: float, tau: float, **kwargs: object) -> None:
+    def __init__(
+        self, *, server_learning_rate: float, beta1: float, tau: float, **kwargs: Unpack[ServerOptOptions]
+    ) -> None:
         optimizer = FedAdagradOptimizer(lr=server_learning_rate, beta1=beta1, tau=tau)
-        super().__init__(optimizer=optimizer, **kwargs)  # type: ignore[arg-type]
+        super().__init__(optimizer=optimizer, **kwargs)

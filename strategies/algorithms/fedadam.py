@@ -12,7 +12,9 @@ with ``Delta_t`` FedAvg's example-weighted mean of ``w_k - w_t``, ``m_{-1} = 0``
 
 from __future__ import annotations
 
-from strategies.algorithms.server_opt import ServerOptFedAvg
+from typing import Unpack
+
+from strategies.algorithms.server_opt import ServerOptFedAvg, ServerOptOptions
 from strategies.numeric.server_opt import FedAdamOptimizer
 
 
@@ -32,7 +34,13 @@ class FedAdam(ServerOptFedAvg):
     """
 
     def __init__(
-        self, *, server_learning_rate: float, beta1: float, beta2: float, tau: float, **kwargs: object
+        self,
+        *,
+        server_learning_rate: float,
+        beta1: float,
+        beta2: float,
+        tau: float,
+        **kwargs: Unpack[ServerOptOptions],
     ) -> None:
         optimizer = FedAdamOptimizer(lr=server_learning_rate, beta1=beta1, beta2=beta2, tau=tau)
-        super().__init__(optimizer=optimizer, **kwargs)  # type: ignore[arg-type]
+        super().__init__(optimizer=optimizer, **kwargs)

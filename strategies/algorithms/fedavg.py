@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from logging import INFO, WARNING
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -86,6 +86,26 @@ from strategies.core.sampling import (
 from strategies.core.validation import spec_of_record, validate_evaluate_reply
 from strategies.numeric.aggregate import weighted_average
 from tasks import wire
+
+
+class FedAvgOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`FedAvg`, so a subclass can pass them on typed.
+
+    A subclass takes ``**kwargs: Unpack[FedAvgOptions]`` and forwards them to
+    ``super().__init__``; the registry builds them once (``common_kwargs``).
+    """
+
+    fraction_train: float
+    fraction_evaluate: float
+    min_train_nodes: int
+    min_evaluate_nodes: int
+    min_available_nodes: int
+    wait_for_nodes_timeout: float
+    local_epochs: int
+    straggler_fraction: float
+    seed: int
+    max_num_examples: int
+    min_valid_replies: int
 
 
 class FedAvg(FlowerFedAvg):
@@ -369,7 +389,7 @@ class FedAvg(FlowerFedAvg):
             # Never aggregate nothing (or too little): keep the previous global model.
             self.stats[server_round].keep_previous_model(server_round, problem)
             return None, None
-        weights = [float(m.content[METRICS_KEY][NUM_EXAMPLES]) for m in valid]
+        weights = [wire.as_float(m.content.metric_records[METRICS_KEY][NUM_EXAMPLES]) for m in valid]
         # Parameters only (strategies/core/buffers.py): the rule never sees an integer buffer.
         index = parameter_indices(layers[0])
         previous = self._previous_model(server_round, names, layers[0], index)
@@ -447,15 +467,17 @@ class FedAvg(FlowerFedAvg):
     def record_nodes(self, replies: list[Message]) -> None:
         """Keep each replying node's own report (device, examples, time, attack role)."""
         for m in replies:
-            metrics = m.content[METRICS_KEY]
+            metrics = m.content.metric_records[METRICS_KEY]
             info = m.content.config_records.get(INFO_KEY, ConfigRecord())
             partition = info.get(wire.PARTITION_ID)
             self.nodes[m.metadata.src_node_id] = NodeReport(
                 device=str(info.get(wire.DEVICE, "?")),
-                num_examples=int(metrics[NUM_EXAMPLES]),
-                train_seconds=float(metrics.get(wire.TRAIN_SECONDS, 0.0)),
-                partition=None if partition is None else int(partition),
-                num_partitions=int(info[wire.NUM_PARTITIONS]) if wire.NUM_PARTITIONS in info else None,
+                num_examples=wire.as_int(metrics[NUM_EXAMPLES]),
+                train_seconds=wire.as_float(metrics.get(wire.TRAIN_SECONDS, 0.0)),
+                partition=None if partition is None else wire.as_int(partition),
+                num_partitions=(
+                    wire.as_int(info[wire.NUM_PARTITIONS]) if wire.NUM_PARTITIONS in info else None
+                ),
                 attacker=bool(info.get(wire.ATTACKER, False)),
             )
 
@@ -479,15 +501,15 @@ class FedAvg(FlowerFedAvg):
             stage=MessageType.EVALUATE,
         )
         # Evaluation failures are logged, not counted: the round's failed nodes are training's.
-        for node, rejection in rejections:
-            stats.reject(node, MessageType.EVALUATE, rejection)
+        for node, why in rejections:
+            stats.reject(node, MessageType.EVALUATE, why)
         for failure in failures:
             if failure.reason is not None:
                 log(WARNING, "%s: node %d failed: %s", MessageType.EVALUATE, failure.node, failure.reason)
         silent = [f.node for f in failures if f.reason is None]
         if silent:
             log(WARNING, "%s: no reply from node(s) %s (timeout or node lost)", MessageType.EVALUATE, silent)
-        valid = []
+        valid: list[Message] = []
         for msg in good:
             rejection = validate_evaluate_reply(msg.content, max_num_examples=self.max_num_examples)
             if rejection is None:

@@ -14,8 +14,9 @@ step is ``eta / (1 - beta)`` times FedAvg's (Hsu et al.'s effective learning rat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
-from strategies.algorithms.server_opt import ServerOptConfig, ServerOptFedAvg
+from strategies.algorithms.server_opt import ServerOptConfig, ServerOptFedAvg, ServerOptOptions
 from strategies.numeric.server_opt import FedAvgMOptimizer
 from tasks.config import declare, in_range
 
@@ -40,6 +41,8 @@ class FedAvgM(ServerOptFedAvg):
         ``proximal_mu`` and the arguments of :class:`strategies.algorithms.fedavg.FedAvg`.
     """
 
-    def __init__(self, *, server_learning_rate: float, momentum: float, **kwargs: object) -> None:
+    def __init__(
+        self, *, server_learning_rate: float, momentum: float, **kwargs: Unpack[ServerOptOptions]
+    ) -> None:
         optimizer = FedAvgMOptimizer(lr=server_learning_rate, momentum=momentum)
-        super().__init__(optimizer=optimizer, **kwargs)  # type: ignore[arg-type]
+        super().__init__(optimizer=optimizer, **kwargs)

@@ -74,7 +74,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from logging import INFO, WARNING
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -84,6 +84,7 @@ from flwr.supercore import log
 
 from strategies.algorithms.fedavg import (
     FedAvg,
+    FedAvgOptions,
     RoundStats,
     reply_digest,
 )
@@ -92,7 +93,7 @@ from strategies.core.deadline import call_with_deadline, grace
 from strategies.core.ledger import header
 from strategies.core.loop import EvaluateFn, begin_run
 from strategies.core.records import ARRAYS_KEY, CONFIG_KEY, to_layers
-from strategies.core.reply_checks import Rejection
+from strategies.core.reply_checks import ArraySpec, Rejection
 from strategies.core.reply_identity import DUPLICATE, Sent, match_replies
 from strategies.core.sampling import round_rng, sample_ids
 from strategies.core.validation import spec_of_record
@@ -139,7 +140,7 @@ class _Run:
 
     arrays: ArrayRecord
     names: list[str]
-    spec: dict[str, tuple[tuple[int, ...], np.dtype]]
+    spec: ArraySpec
     #: Global layers of the versions that outstanding work started from (and the current one).
     models: dict[int, list[np.ndarray]]
     server_round: int
@@ -188,7 +189,7 @@ class FedBuff(FedAvg):
         max_staleness: int = 10,
         server_learning_rate: float = 1.0,
         poll_interval: float = 0.1,
-        **kwargs: Any,
+        **kwargs: Unpack[FedAvgOptions],
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"fedbuff-concurrency={concurrency} must be >= 1")
@@ -541,7 +542,7 @@ class FedBuff(FedAvg):
             stats.fail(node)
 
 
-def fedbuff_from_config(cfg: AppConfig, **common: Any) -> FedBuff:
+def fedbuff_from_config(cfg: AppConfig, **common: Unpack[FedAvgOptions]) -> FedBuff:
     """The registry's builder: FedBuff from the run config (``common``: FedAvg's arguments).
 
     Raises

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from logging import INFO, WARNING
+from typing import Unpack
 
 from flwr.app import ConfigRecord
 from flwr.supercore import log
 
-from strategies.algorithms.fedavg import FedAvg
+from strategies.algorithms.fedavg import FedAvg, FedAvgOptions
 from tasks import wire
 from tasks.config import Section, at_least, declare
 
@@ -39,10 +40,10 @@ class FedProx(FedAvg):
 
     aggregates_stragglers = True
 
-    def __init__(self, *, proximal_mu: float = 0.0, **kwargs: object) -> None:
+    def __init__(self, *, proximal_mu: float = 0.0, **kwargs: Unpack[FedAvgOptions]) -> None:
         if proximal_mu < 0:
             raise ValueError(f"proximal-mu={proximal_mu} must be >= 0")
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self.proximal_mu = proximal_mu
         if proximal_mu == 0:
             log(WARNING, "FedProx with proximal-mu=0 differs from FedAvg only in keeping stragglers")

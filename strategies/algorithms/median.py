@@ -8,8 +8,11 @@ clients' values; it tolerates f < n/2 Byzantine clients. Example counts are igno
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import numpy as np
 
+from strategies.algorithms.fedavg import FedAvgOptions
 from strategies.algorithms.robust_base import RobustFedAvg
 from strategies.numeric.robust import coordinate_median, validate_median
 
@@ -19,8 +22,8 @@ class FedMedian(RobustFedAvg):
 
     name = "median"
 
-    def __init__(self, *, num_byzantine: int = 1, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, *, num_byzantine: int = 1, **kwargs: Unpack[FedAvgOptions]) -> None:
+        super().__init__(**kwargs)
         self.num_byzantine = num_byzantine
 
     def check_guarantee(self, num_clients: int) -> None:

@@ -9,9 +9,11 @@ guarantee needs n > 2f + 2 and 1 ≤ m ≤ n − f.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import numpy as np
 
+from strategies.algorithms.fedavg import FedAvgOptions
 from strategies.algorithms.robust_base import RobustConfig, RobustFedAvg
 from strategies.numeric.robust import multi_krum, validate_krum
 from tasks.config import at_least, declare
@@ -29,10 +31,12 @@ class MultiKrum(RobustFedAvg):
 
     name = "multi-krum"
 
-    def __init__(self, *, num_byzantine: int = 1, num_selected: int = 0, **kwargs: object) -> None:
+    def __init__(
+        self, *, num_byzantine: int = 1, num_selected: int = 0, **kwargs: Unpack[FedAvgOptions]
+    ) -> None:
         if num_selected < 0:
             raise ValueError(f"krum-num-selected={num_selected} must be >= 0 (0 means n - f)")
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self.num_byzantine = num_byzantine
         self.num_selected = num_selected
 

@@ -9,9 +9,11 @@ reject outliers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import numpy as np
 
+from strategies.algorithms.fedavg import FedAvgOptions
 from strategies.algorithms.robust_base import RobustFedAvg
 from strategies.numeric.robust import norm_bounded_mean, validate_norm_bounded_mean
 from tasks.config import Section, declare, in_range
@@ -29,9 +31,9 @@ class NormBoundedFedAvg(RobustFedAvg):
 
     name = "norm-bounded"
 
-    def __init__(self, *, max_norm: float = 1.0, **kwargs: object) -> None:
+    def __init__(self, *, max_norm: float = 1.0, **kwargs: Unpack[FedAvgOptions]) -> None:
         validate_norm_bounded_mean(max_norm=max_norm)
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self.max_norm = max_norm
 
     def check_guarantee(self, num_clients: int) -> None:

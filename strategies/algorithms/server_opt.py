@@ -34,13 +34,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from logging import INFO
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.supercore import log
 
-from strategies.algorithms.fedavg import FedAvg
+from strategies.algorithms.fedavg import FedAvg, FedAvgOptions
 from strategies.algorithms.fedprox import FedProxConfig
 from strategies.core.buffers import is_parameter, parameter_indices, select
 from strategies.core.records import to_layers
@@ -87,6 +87,12 @@ class SecondMomentOptConfig(AdaptiveOptConfig):
 STATE_KEY = "server-optimizer"
 
 
+class ServerOptOptions(FedAvgOptions, total=False):
+    """The keyword arguments a server optimizer's strategy passes on: FedAvg's and ``proximal_mu``."""
+
+    proximal_mu: float
+
+
 class ServerOptFedAvg(FedAvg):
     """FedAvg whose aggregate is applied through a :class:`ServerOptimizer`.
 
@@ -100,15 +106,17 @@ class ServerOptFedAvg(FedAvg):
         As for :class:`strategies.algorithms.fedavg.FedAvg`.
     """
 
-    def __init__(self, *, optimizer: ServerOptimizer, proximal_mu: float = 0.0, **kwargs: object) -> None:
+    def __init__(
+        self, *, optimizer: ServerOptimizer, proximal_mu: float = 0.0, **kwargs: Unpack[FedAvgOptions]
+    ) -> None:
         if proximal_mu < 0:
             raise ValueError(f"proximal-mu={proximal_mu} must be >= 0")
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self.optimizer = optimizer
         self.proximal_mu = proximal_mu
         # FedProx aggregates stragglers' partial work; plain FedOpt, like FedAvg, drops them.
         self.aggregates_stragglers = proximal_mu > 0
-        self._global: dict[int, dict[str, np.ndarray]] = {}
+        self._global: dict[int, list[np.ndarray]] = {}
 
     def summary(self) -> None:
         settings = {k: v for k, v in vars(self.optimizer).items() if k != "state"}

@@ -7,9 +7,11 @@ client values and average the rest; it needs β ≥ f/n and 2⌊βn⌋ < n.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import numpy as np
 
+from strategies.algorithms.fedavg import FedAvgOptions
 from strategies.algorithms.robust_base import RobustConfig, RobustFedAvg
 from strategies.numeric.robust import trimmed_mean, validate_trimmed_mean
 from tasks.config import declare, in_range
@@ -27,10 +29,10 @@ class FedTrimmedMean(RobustFedAvg):
 
     name = "trimmed-mean"
 
-    def __init__(self, *, beta: float = 0.2, num_byzantine: int = 1, **kwargs: object) -> None:
+    def __init__(self, *, beta: float = 0.2, num_byzantine: int = 1, **kwargs: Unpack[FedAvgOptions]) -> None:
         if not 0 <= beta < 0.5:
             raise ValueError(f"trimmed-mean-beta={beta} must be in [0, 0.5)")
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self.beta = beta
         self.num_byzantine = num_byzantine
 

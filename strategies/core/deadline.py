@@ -96,7 +96,7 @@ def call_with_deadline(fn: Callable[[], T], *, timeout: float, what: str, budget
         )
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["value"]  # type: ignore[no-any-return]
+    return outcome["value"]
 
 
 def send_and_receive_within(grid: Any, messages: Iterable[Any], *, timeout: float) -> list[Any]:

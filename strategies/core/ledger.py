@@ -38,6 +38,7 @@ from strategies.core.records import ARRAYS_KEY, DP_SGD_EPSILON_KEY, METRICS_KEY,
 from strategies.core.reply_checks import ArraySpec, Rejection
 from strategies.core.reply_identity import ReplyHeader, Sent, match_replies
 from strategies.core.validation import validate_train_reply
+from tasks import wire
 
 
 @dataclass(frozen=True)
@@ -189,11 +190,14 @@ def split_replies(
     for i, (msg, match) in enumerate(zip(replies, matches, strict=True)):
         if match.rejection is not None:
             rejections.append((int(msg.metadata.src_node_id), match.rejection))
-        elif msg.has_error():
-            errors.setdefault(int(match.node), str(msg.error.reason))
+            continue
+        matched = match.node
+        assert matched is not None  # Match: a reply matched to a sent message always names its node
+        if msg.has_error():
+            errors.setdefault(int(matched), str(msg.error.reason))
         elif i in pre_rejected:
-            rejections.append((int(match.node), pre_rejected[i]))
-            answered_ok.add(int(match.node))
+            rejections.append((int(matched), pre_rejected[i]))
+            answered_ok.add(int(matched))
         else:
             good.append(msg)
             answered_ok.add(int(msg.metadata.src_node_id))
@@ -238,7 +242,8 @@ def validate_train_replies(
     valid, layers = [], []
     for msg in good:
         if spec is None:  # unit use: trust the first reply's names
-            spec = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in msg.content[ARRAYS_KEY].items()}
+            record = msg.content.array_records[ARRAYS_KEY]
+            spec = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in record.items()}
             names = list(spec)
         arrays, rejection = validate_train_reply(msg.content, spec, max_num_examples=max_num_examples)
         if rejection is not None:
@@ -266,8 +271,9 @@ def reply_digest(msg: Message, layers: list[np.ndarray]) -> tuple[float, bytes]:
     digest = hashlib.blake2b(digest_size=16)
     for layer in layers:
         digest.update(f"{layer.dtype.str}{layer.shape}".encode())
-        digest.update(np.ascontiguousarray(layer).reshape(-1).view(np.uint8))
-    return float(msg.content[METRICS_KEY][NUM_EXAMPLES]), digest.digest()
+        # ``.data`` is the array's own buffer (no copy); numpy's stubs declare ``__buffer__`` only for 3.12+.
+        digest.update(np.ascontiguousarray(layer).reshape(-1).view(np.uint8).data)
+    return wire.as_float(msg.content.metric_records[METRICS_KEY][NUM_EXAMPLES]), digest.digest()
 
 
 def max_client_epsilon(replies: Sequence[Message]) -> float | None:

@@ -100,7 +100,7 @@ def npy_array(value: np.ndarray) -> Array:
         raise ValueError("object arrays are not accepted")
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(arr))
-    data = b"".join((header.getvalue(), memoryview(arr.reshape(-1)).cast("B") if arr.size else b""))
+    data = b"".join((header.getvalue(), arr.reshape(-1).data.cast("B") if arr.size else b""))
     return Array(
         dtype=str(arr.dtype), shape=tuple(int(d) for d in arr.shape), stype="numpy.ndarray", data=data
     )

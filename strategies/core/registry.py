@@ -22,7 +22,7 @@ from flwr.serverapp.strategy import Strategy
 
 from strategies.algorithms.fedadagrad import FedAdagrad
 from strategies.algorithms.fedadam import FedAdam
-from strategies.algorithms.fedavg import FedAvg
+from strategies.algorithms.fedavg import FedAvg, FedAvgOptions
 from strategies.algorithms.fedavgm import FedAvgM, FedAvgMConfig
 from strategies.algorithms.fedbuff import FedBuffConfig, fedbuff_from_config
 from strategies.algorithms.fedprox import FedProx, FedProxConfig
@@ -31,7 +31,12 @@ from strategies.algorithms.median import FedMedian
 from strategies.algorithms.multikrum import MultiKrum, MultiKrumConfig
 from strategies.algorithms.norm_bounded import NormBoundedConfig, NormBoundedFedAvg
 from strategies.algorithms.robust_base import RobustConfig
-from strategies.algorithms.server_opt import AdaptiveOptConfig, SecondMomentOptConfig, ServerOptConfig
+from strategies.algorithms.server_opt import (
+    AdaptiveOptConfig,
+    SecondMomentOptConfig,
+    ServerOptConfig,
+    ServerOptOptions,
+)
 from strategies.algorithms.trimmed_mean import FedTrimmedMean, TrimmedMeanConfig
 from strategies.wrappers.compressed import CompressionConfig, with_compression
 from strategies.wrappers.dp_config import DPConfig, DPFedProxConfig
@@ -51,7 +56,7 @@ from tasks.config import (
 ENTRY_POINT_GROUP = "edgebloom.strategies"
 
 
-def common_kwargs(cfg: AppConfig) -> dict[str, object]:
+def common_kwargs(cfg: AppConfig) -> FedAvgOptions:
     """Constructor arguments every FedAvg-based strategy takes from the run config."""
     return {
         "fraction_train": cfg.fraction_train,
@@ -86,7 +91,13 @@ def _dp(cfg: AppConfig, inner: FedAvg) -> Strategy:
     return build_dp_strategy(cfg, inner)
 
 
-def server_opt_kwargs(cfg: AppConfig, own: ServerOptConfig) -> dict[str, object]:
+class ServerOptKwargs(ServerOptOptions):
+    """What every server optimizer's constructor takes from the run config."""
+
+    server_learning_rate: float
+
+
+def server_opt_kwargs(cfg: AppConfig, own: ServerOptConfig) -> ServerOptKwargs:
     """Constructor arguments shared by the server optimizers (FedAdam, FedYogi, FedAdagrad, FedAvgM)."""
     return {
         "server_learning_rate": own.server_learning_rate,
@@ -96,13 +107,13 @@ def server_opt_kwargs(cfg: AppConfig, own: ServerOptConfig) -> dict[str, object]
 
 
 # Builders: each reads its strategy's typed sub-config; common_kwargs adds the run-level part.
-def _fedprox(cfg: AppConfig) -> Strategy:
-    return FedProx(proximal_mu=cfg.section(FedProxConfig).proximal_mu, **common_kwargs(cfg))  # type: ignore[arg-type]
+def _fedprox(cfg: AppConfig) -> FedProx:
+    return FedProx(proximal_mu=cfg.section(FedProxConfig).proximal_mu, **common_kwargs(cfg))
 
 
 def _median(cfg: AppConfig) -> Strategy:
     own = cfg.section(RobustConfig)
-    return FedMedian(num_byzantine=own.robust_num_byzantine, **common_kwargs(cfg))  # type: ignore[arg-type]
+    return FedMedian(num_byzantine=own.robust_num_byzantine, **common_kwargs(cfg))
 
 
 def _trimmed_mean(cfg: AppConfig) -> Strategy:
@@ -110,7 +121,7 @@ def _trimmed_mean(cfg: AppConfig) -> Strategy:
     return FedTrimmedMean(
         beta=own.trimmed_mean_beta,
         num_byzantine=own.robust_num_byzantine,
-        **common_kwargs(cfg),  # type: ignore[arg-type]
+        **common_kwargs(cfg),
     )
 
 
@@ -119,37 +130,37 @@ def _multi_krum(cfg: AppConfig) -> Strategy:
     return MultiKrum(
         num_byzantine=own.robust_num_byzantine,
         num_selected=own.krum_num_selected,
-        **common_kwargs(cfg),  # type: ignore[arg-type]
+        **common_kwargs(cfg),
     )
 
 
 def _norm_bounded(cfg: AppConfig) -> Strategy:
     own = cfg.section(NormBoundedConfig)
-    return NormBoundedFedAvg(max_norm=own.norm_bound, **common_kwargs(cfg))  # type: ignore[arg-type]
+    return NormBoundedFedAvg(max_norm=own.norm_bound, **common_kwargs(cfg))
 
 
 def _fedadam(cfg: AppConfig) -> Strategy:
     own = cfg.section(SecondMomentOptConfig)
     return FedAdam(
         beta1=own.server_beta1, beta2=own.server_beta2, tau=own.server_tau, **server_opt_kwargs(cfg, own)
-    )  # type: ignore[arg-type]
+    )
 
 
 def _fedyogi(cfg: AppConfig) -> Strategy:
     own = cfg.section(SecondMomentOptConfig)
     return FedYogi(
         beta1=own.server_beta1, beta2=own.server_beta2, tau=own.server_tau, **server_opt_kwargs(cfg, own)
-    )  # type: ignore[arg-type]
+    )
 
 
 def _fedadagrad(cfg: AppConfig) -> Strategy:
     own = cfg.section(AdaptiveOptConfig)
-    return FedAdagrad(beta1=own.server_beta1, tau=own.server_tau, **server_opt_kwargs(cfg, own))  # type: ignore[arg-type]
+    return FedAdagrad(beta1=own.server_beta1, tau=own.server_tau, **server_opt_kwargs(cfg, own))
 
 
 def _fedavgm(cfg: AppConfig) -> Strategy:
     own = cfg.section(FedAvgMConfig)
-    return FedAvgM(momentum=own.server_momentum, **server_opt_kwargs(cfg, own))  # type: ignore[arg-type]
+    return FedAvgM(momentum=own.server_momentum, **server_opt_kwargs(cfg, own))
 
 
 @dataclass(frozen=True)
@@ -218,7 +229,7 @@ REGISTRY: dict[str, StrategySpec] = {
         StrategySpec(
             "fedavg",
             "FedAvg (McMahan et al. 2017): example-weighted average; stragglers dropped",
-            lambda cfg: FedAvg(**common_kwargs(cfg)),  # type: ignore[arg-type]
+            lambda cfg: FedAvg(**common_kwargs(cfg)),
         ),
         StrategySpec(
             "fedprox",
@@ -253,7 +264,7 @@ REGISTRY: dict[str, StrategySpec] = {
         StrategySpec(
             "dp-fedavg",
             "weighted user-level DP-FedAvg (McMahan et al. 2018), accounted ε; adaptive clipping optional",
-            lambda cfg: _dp(cfg, FedAvg(**common_kwargs(cfg))),  # type: ignore[arg-type]
+            lambda cfg: _dp(cfg, FedAvg(**common_kwargs(cfg))),
             config=DPConfig,
             deterministic=False,
             contract_config=DP_CONTRACT_CONFIG,
@@ -261,7 +272,7 @@ REGISTRY: dict[str, StrategySpec] = {
         StrategySpec(
             "dp-fedprox",
             "DP-FedAvg around FedProx: the clients' proximal term, user-level DP on the server",
-            lambda cfg: _dp(cfg, _fedprox(cfg)),  # type: ignore[arg-type]
+            lambda cfg: _dp(cfg, _fedprox(cfg)),
             config=DPFedProxConfig,
             deterministic=False,
             contract_config=DP_CONTRACT_CONFIG,

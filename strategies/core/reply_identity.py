@@ -93,14 +93,14 @@ def match_replies(sent: Sequence[Sent], replies: Sequence[ReplyHeader], *, messa
     matches = []
     for reply in replies:
         match = _match_one(reply, by_id, by_node, message_type)
-        if match.rejection is None and match.node is not None:
-            if match.node in answered:
+        node = match.node
+        if match.rejection is None and node is not None:
+            if node in answered:
                 match = Match(
-                    match.node,
-                    Rejection(DUPLICATE, f"node {match.node} already replied to its message this round"),
+                    node, Rejection(DUPLICATE, f"node {node} already replied to its message this round")
                 )
             else:
-                answered.add(match.node)
+                answered.add(node)
         matches.append(match)
     return matches
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from flwr.app import RecordDict
+from flwr.app import ArrayRecord, RecordDict
 
 from strategies.core.records import ARRAYS_KEY, METRICS_KEY, NUM_EXAMPLES, array_view
 from strategies.core.reply_checks import (
@@ -47,10 +47,10 @@ def validate_train_reply(
     if rejection:
         return {}, rejection
     try:
-        arrays = {name: array_view(arr) for name, arr in content[ARRAYS_KEY].items()}
+        arrays = {name: array_view(arr) for name, arr in content.array_records[ARRAYS_KEY].items()}
     except ValueError as exc:
         return {}, Rejection(MALFORMED_ARRAY, str(exc))
-    metrics: Mapping[str, object] = dict(content[METRICS_KEY])
+    metrics: Mapping[str, object] = dict(content.metric_records[METRICS_KEY])
     rejection = check_train_reply(arrays, metrics, spec=spec, max_num_examples=max_num_examples)
     return (arrays, None) if rejection is None else ({}, rejection)
 
@@ -60,12 +60,12 @@ def validate_evaluate_reply(content: RecordDict, *, max_num_examples: int) -> Re
     rejection = _records(content, need_arrays=False)
     if rejection:
         return rejection
-    metrics = dict(content[METRICS_KEY])
+    metrics = dict(content.metric_records[METRICS_KEY])
     return check_num_examples(metrics.get(NUM_EXAMPLES), max_num_examples=max_num_examples) or check_metrics(
         metrics
     )
 
 
-def spec_of_record(content: RecordDict) -> ArraySpec:
+def spec_of_record(record: ArrayRecord) -> ArraySpec:
     """Name → (shape, dtype) of the global model's ``ArrayRecord`` (from metadata)."""
-    return {name: (tuple(arr.shape), np.dtype(arr.dtype)) for name, arr in content.items()}
+    return {name: (tuple(arr.shape), np.dtype(arr.dtype)) for name, arr in record.items()}

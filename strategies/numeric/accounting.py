@@ -59,26 +59,34 @@ _SAMPLE_SIZE_TOL = 1e-6
 HistoryEntry = tuple[float, float, int]
 
 
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+def _as_real(value: object) -> float | None:
+    """``float(value)`` for a real number (bool excluded), None for anything else.
+
+    Bounds are checked on the float the accountant will use, so a value that rounds onto a
+    bound (a ``Fraction`` below the smallest float) is refused rather than returned as it.
+    """
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
 
 
 def _check_noise_multiplier(value: object) -> float:
-    if not (_is_real(value) and math.isfinite(value) and value > 0):  # type: ignore[arg-type, operator]
+    real = _as_real(value)
+    if real is None or not (math.isfinite(real) and real > 0):
         raise ValueError(f"noise_multiplier must be a finite number > 0, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return real
 
 
 def _check_sampling_rate(value: object) -> float:
-    if not (_is_real(value) and 0 < value <= 1):  # type: ignore[operator]
+    real = _as_real(value)
+    if real is None or not 0 < real <= 1:
         raise ValueError(f"sampling_rate must be in (0, 1], got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return real
 
 
 def _check_delta(value: object) -> float:
-    if not (_is_real(value) and 0 < value < 1):  # type: ignore[operator]
+    real = _as_real(value)
+    if real is None or not 0 < real < 1:
         raise ValueError(f"delta must be in (0, 1), got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return real
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -380,11 +388,14 @@ class PldAccountant(Accountant):
                 "PLDAccountant has no analysis of sampling without replacement. Use accountant 'rdp' "
                 "(replace-one analysis), or sampling 'poisson' or 'none'"
             )
-        interval = value_discretization_interval
-        if not (_is_real(interval) and math.isfinite(interval) and interval > 0):
-            raise ValueError(f"value_discretization_interval must be a finite number > 0, got {interval!r}")
+        interval = _as_real(value_discretization_interval)
+        if interval is None or not (math.isfinite(interval) and interval > 0):
+            raise ValueError(
+                "value_discretization_interval must be a finite number > 0, "
+                f"got {value_discretization_interval!r}"
+            )
         super().__init__(sampling=sampling, population_size=population_size)
-        self.value_discretization_interval = float(interval)
+        self.value_discretization_interval = interval
 
     def _new_dp_accountant(self, relation: dp_accounting.NeighboringRelation) -> Any:
         return pld.PLDAccountant(

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -53,26 +53,26 @@ Layers = list[np.ndarray]
 # --------------------------------------------------------------------------- #
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float | np.integer | np.floating]:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def _check_positive(name: str, value: object) -> float:
-    if not (_is_number(value) and math.isfinite(value) and value > 0):  # type: ignore[arg-type]
+    if not (_is_number(value) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def _check_non_negative(name: str, value: object) -> float:
-    if not (_is_number(value) and math.isfinite(value) and value >= 0):  # type: ignore[arg-type]
+    if not (_is_number(value) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def _check_sampling_rate(value: object) -> float:
-    if not (_is_number(value) and 0 < value <= 1):  # type: ignore[operator]
+    if not (_is_number(value) and 0 < value <= 1):
         raise ValueError(f"sampling_rate must be in (0, 1], got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def _check_count(name: str, value: object, minimum: int) -> int:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -313,7 +313,9 @@ class FedAvgMOptimizer(ServerOptimizer):
         return u, ServerOptState(m=u, step=state.step + 1)
 
 
-SERVER_OPTIMIZERS: dict[str, type[ServerOptimizer]] = {
+#: Name → constructor. Typed as factories taking any keywords: the optimizers' keyword sets
+#: differ (beta2 only for Adam/Yogi, momentum only for FedAvgM); each checks its own.
+SERVER_OPTIMIZERS: dict[str, Callable[..., ServerOptimizer]] = {
     cls.name: cls for cls in (FedAdagradOptimizer, FedAdamOptimizer, FedYogiOptimizer, FedAvgMOptimizer)
 }
 
@@ -343,7 +345,7 @@ def create_server_optimizer(name: str, **kwargs: float | None) -> ServerOptimize
         raise ValueError(
             f"name={name!r} is not a server optimizer; known: {', '.join(sorted(SERVER_OPTIMIZERS))}"
         )
-    return SERVER_OPTIMIZERS[name](**kwargs)  # type: ignore[arg-type]
+    return SERVER_OPTIMIZERS[name](**kwargs)
 
 
 # --------------------------------------------------------------------------- #

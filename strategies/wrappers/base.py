@@ -21,7 +21,7 @@ attributes (``tests/strategies/test_private_access.py``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -32,15 +32,18 @@ from strategies.core.ledger import NodeReport, RoundStats
 from strategies.core.loop import EvaluateFn, run_rounds
 from strategies.core.protocol import EdgeStrategy, ReplyTransform
 
+#: The wrapped strategy's type: any EdgeStrategy (compression), or what a wrapper needs (DP: FedAvg).
+InnerT = TypeVar("InnerT", bound=EdgeStrategy)
 
-class StrategyWrapper(Strategy):
+
+class StrategyWrapper(Strategy, Generic[InnerT]):
     """A strategy around ``inner`` (an :class:`~strategies.core.protocol.EdgeStrategy`).
 
     A subclass's constructor takes the wrapped strategy and sets ``self.inner`` (a
     subclass may make ``inner`` a property that checks what it accepts, as DP does).
     """
 
-    inner: EdgeStrategy
+    inner: InnerT
 
     # ------------------------------------------------------------ the inner's state
     @property

@@ -72,10 +72,12 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app.message import make_message  # Flower's typed Message-from-metadata (its SuperLink's)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
+from strategies.core.protocol import EdgeStrategy, require_edge_strategy
 from strategies.core.records import ARRAYS_KEY, CONFIG_KEY, array_view, from_layers
 from strategies.core.reply_checks import MALFORMED_COMPRESSED, Rejection
 from strategies.numeric.compression import (
@@ -129,7 +131,7 @@ class _SentModel:
     nbytes: int
 
 
-class CompressedStrategy(StrategyWrapper):
+class CompressedStrategy(StrategyWrapper[EdgeStrategy]):
     """Clients send compressed updates; the inner strategy aggregates full-model replies.
 
     Parameters
@@ -148,7 +150,7 @@ class CompressedStrategy(StrategyWrapper):
         Naming the run-config key of an invalid parameter.
     """
 
-    def __init__(self, inner: Strategy, *, scheme: str, topk_fraction: float = 0.01) -> None:
+    def __init__(self, inner: EdgeStrategy, *, scheme: str, topk_fraction: float = 0.01) -> None:
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"compression={scheme!r} is invalid: must be one of {', '.join(SCHEMES)}")
@@ -194,7 +196,7 @@ class CompressedStrategy(StrategyWrapper):
                 node_config = dict(msg.content.config_records.get(CONFIG_KEY, ConfigRecord()))
                 node_config[COMPRESSION_KEY] = self.scheme
                 node_config[TOPK_FRACTION_KEY] = self.topk_fraction
-                msg.content[CONFIG_KEY] = ConfigRecord(node_config)  # type: ignore[arg-type]
+                msg.content[CONFIG_KEY] = ConfigRecord(node_config)
             traffic.bytes_down += record_bytes(msg.content)
             record = msg.content.array_records.get(ARRAYS_KEY)
             if record is not None:
@@ -226,7 +228,7 @@ class CompressedStrategy(StrategyWrapper):
         out, rejected = self.transform_replies(server_round, replies)
         malformed = [(replies[i].metadata.src_node_id, rejection) for i, rejection in rejected.items()]
         for i, rejection in rejected.items():
-            out[i] = Message(metadata=replies[i].metadata, error=Error(code=0, reason=str(rejection)))  # type: ignore[call-arg]
+            out[i] = make_message(replies[i].metadata, error=Error(code=0, reason=str(rejection)))
         return out, malformed
 
     def transform_replies(
@@ -275,7 +277,7 @@ class CompressedStrategy(StrategyWrapper):
             raise ValueError("no global model was sent to this node this round")
         if ARRAYS_KEY in msg.content.array_records:
             raise ValueError(f"the reply carries both {ARRAYS_KEY!r} and {COMPRESSED_KEY!r}")
-        encoded = {key: array_view(array) for key, array in msg.content[COMPRESSED_KEY].items()}
+        encoded = {key: array_view(array) for key, array in msg.content.array_records[COMPRESSED_KEY].items()}
         deltas = decode_update(encoded, model.spec, scheme=self.scheme, topk_fraction=self.topk_fraction)
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite sums are rejected by validation
             # Integer buffers are not sent (compression.is_compressed): the global's values.
@@ -286,7 +288,7 @@ class CompressedStrategy(StrategyWrapper):
         for key, record in msg.content.items():
             if key != COMPRESSED_KEY:
                 content[key] = record
-        return Message(metadata=msg.metadata, content=content)  # type: ignore[call-arg]
+        return make_message(msg.metadata, content=content)
 
     # ---------------------------------------------------------------- evaluation
     def configure_evaluate(
@@ -316,4 +318,6 @@ def with_compression(cfg: AppConfig, strategy: Strategy) -> Strategy:
     own = cfg.section(CompressionConfig)
     if own.compression == "none":
         return strategy
-    return CompressedStrategy(strategy, scheme=own.compression, topk_fraction=own.topk_fraction)
+    # The wrapper registers its reply transform with the inner: a plug-in must be an EdgeStrategy.
+    inner = require_edge_strategy(strategy, cfg.strategy)
+    return CompressedStrategy(inner, scheme=own.compression, topk_fraction=own.topk_fraction)

@@ -79,6 +79,7 @@ from strategies.wrappers.dp_config import (  # noqa: F401 - the option lists, re
     DPConfig,
     check_count_noise,
 )
+from tasks import wire
 from tasks.config import AppConfig, ConfigError
 
 # Message keys of client-side clipping (defined with the math so clients need no Flower-side import).
@@ -93,7 +94,7 @@ def _bad(key: str, value: object, allowed: str) -> ValueError:
     return ValueError(f"{key}={value!r} is invalid: {allowed}")
 
 
-class DPFedAvg(StrategyWrapper):
+class DPFedAvg(StrategyWrapper[FedAvg]):
     """User-level DP around a FedAvg-based strategy (McMahan et al. 2018; Andrew et al. 2021).
 
     Each round: sample clients (Poisson with rate q, or exactly round(q N) of them),
@@ -336,6 +337,7 @@ class DPFedAvg(StrategyWrapper):
         if self.sampling == "poisson":
             draws = rng.random(len(connected))
             return [n for n, u in zip(connected, draws, strict=True) if u < self.sampling_rate]
+        assert self.sample_size is not None  # fixed-size: set with N, before the first draw
         return sample_ids(connected, self.sample_size, rng)
 
     def _rate_used(self, num_connected: int) -> float:
@@ -394,7 +396,7 @@ class DPFedAvg(StrategyWrapper):
         global_layers = select(previous, index)
         layers = [select(client, index) for client in layers]
         used_clip_norm = self.clip_norm
-        num_examples = [float(m.content[METRICS_KEY][NUM_EXAMPLES]) for m in valid]
+        num_examples = [wire.as_float(m.content.metric_records[METRICS_KEY][NUM_EXAMPLES]) for m in valid]
         if self.estimator == "model-noise":
             noise_std = dp_math.uniform_noise_std(
                 noise_multiplier=self.noise_multiplier,
@@ -412,6 +414,8 @@ class DPFedAvg(StrategyWrapper):
             # Always release the noisy count, even of zero replies: skipping it would
             # reveal that nobody replied, and the accountant counts it every round.
             if self.adaptive_clipping:
+                # Fixed-size sampling knows m = round(q N) before the first round (_resolve_population).
+                assert self.sampling == "poisson" or self.sample_size is not None
                 self.clip_norm = dp_math.adaptive_clip_update(
                     clip_norm=self.clip_norm,
                     unclipped_count=sum(unclipped),
@@ -421,7 +425,7 @@ class DPFedAvg(StrategyWrapper):
                     count_noise_std=self.count_std,
                     rng=self._noise_rng,
                     expected_num_clients=self.expected_clients
-                    if self.sampling == "poisson"
+                    if self.sample_size is None or self.sampling == "poisson"
                     else float(self.sample_size),
                 )
         # The inner's step from the global model (a server optimizer; FedAvg: none) acts on

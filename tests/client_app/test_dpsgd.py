@@ -166,6 +166,15 @@ def test_privacy_history_round_trips_through_the_state_and_a_broken_one_is_refus
         load_privacy_history(state)
 
 
+def test_a_privacy_history_column_that_is_not_a_list_is_refused() -> None:
+    # Bytes iterate as small ints: b"\x01" read as z = 1, q = 1, one step would pass for a
+    # history. Each column must be the list store_privacy_history writes.
+    state = RecordDict()
+    state[HISTORY_KEY] = ConfigRecord({"noise-multiplier": b"\x01", "sample-rate": b"\x01", "steps": b"\x01"})
+    with pytest.raises(ValueError, match="'noise-multiplier' is a bytes, not a list.*history is lost"):
+        load_privacy_history(state)
+
+
 def test_fit_on_node_ignores_what_the_process_remembers_and_uses_the_state() -> None:
     # Prepare: this process's trainer already holds 3 unrelated rounds; the node's state has one.
     client = _logreg_client()

@@ -232,3 +232,17 @@ def test_fixed_size_round_from_a_different_population_is_accounted_with_its_own_
     assert Accountant.from_state(mixed.state()).get_epsilon(DELTA) == pytest.approx(mixed.get_epsilon(DELTA))
     with pytest.raises(ValueError, match="sampling_rate \\* population_size"):
         mixed.step(noise_multiplier=1.0, sampling_rate=0.3, population_size=5)
+
+
+def test_a_real_that_rounds_onto_a_bound_is_refused_not_returned_as_the_bound() -> None:
+    # A Fraction above 0 whose float is 0.0 passed the old check (0 < value), and the
+    # accountant then ran with delta = 0.0. The bound is checked on the float it uses.
+    from fractions import Fraction
+
+    accountant = accountant_after("rdp", z=1.0, q=0.1, steps=1)
+
+    with pytest.raises(ValueError, match="delta"):
+        accountant.get_epsilon(Fraction(1, 10**400))
+    with pytest.raises(ValueError, match="sampling_rate"):
+        accountant.epsilon_if_step(noise_multiplier=1.0, sampling_rate=Fraction(1, 10**400), delta=1e-5)
+    assert accountant.get_epsilon(Fraction(1, 10**5)) == accountant.get_epsilon(1e-5)

@@ -538,3 +538,13 @@ def test_no_compression_leaves_the_strategy_unwrapped() -> None:
 
     assert with_compression(cfg, inner) is inner
     assert type(build_strategy(cfg)) is FedAvg
+
+
+def test_compression_around_a_strategy_without_the_protocol_is_refused_naming_it() -> None:
+    # A plug-in returning a plain Flower strategy has no reply-transform hook for the
+    # wrapper to register with: refused before training, naming the protocol and the fix.
+    from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+
+    with pytest.raises(TypeError, match=r"does not implement the EdgeStrategy protocol.*add_reply_transform"):
+        with_compression(_config("fedavg", "int8"), FlowerFedAvg())
+    assert with_compression(_config("fedavg", "none"), plain := FlowerFedAvg()) is plain
