@@ -1,18 +1,18 @@
 """Geometric median aggregation (RFA) as an edgebloom strategy plug-in.
 
-Pillutla, Kakade and Harchaoui 2022, "Robust Aggregation for Federated Learning" (arXiv:1912.13445): the
-new model is the weighted geometric median argmin_z Σ_k α_k ‖w_k − z‖ (α_k = n_k / n), approximated by the
-smoothed Weiszfeld iteration z ← Σ_k β_k w_k / Σ_k β_k with β_k = α_k / max(ν, ‖w_k − z‖), started at the
-weighted mean.
+Pillutla, Kakade and Harchaoui 2022, "Robust Aggregation for Federated Learning" (arXiv:1912.13445): the new
+model is the weighted geometric median argmin_z Σ_k α_k ‖w_k − z‖ (α_k = n_k / n), approximated by smoothed
+Weiszfeld z ← Σ_k β_k w_k / Σ_k β_k, β_k = α_k / max(ν, ‖w_k − z‖), started at the weighted mean.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import numpy as np
 
-from strategies.algorithms.fedavg import FedAvg
+from strategies.algorithms.fedavg import FedAvg, FedAvgOptions
 from strategies.core.registry import StrategySpec, common_kwargs
 from tasks.config import Section, at_least, declare, in_range
 
@@ -37,8 +37,8 @@ class GeomedConfig(Section):
 class GeometricMedian(FedAvg):
     """FedAvg with the weighted geometric median in place of the weighted mean."""
 
-    def __init__(self, *, own: GeomedConfig, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, *, own: GeomedConfig, **kwargs: Unpack[FedAvgOptions]) -> None:
+        super().__init__(**kwargs)
         self.iterations, self.nu = own.geomed_iterations, own.geomed_nu
 
     def aggregate_layers(self, layers: list[list[np.ndarray]], weights: list[float]) -> list[np.ndarray]:
