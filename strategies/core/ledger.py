@@ -257,23 +257,63 @@ def validate_train_replies(
     return TrainValidation([valid[i] for i in order], [layers[i] for i in order], names, rejections, failures)
 
 
-def reply_digest(msg: Message, layers: list[np.ndarray]) -> tuple[float, bytes]:
-    """A key that orders replies by their content: (num-examples, digest of every array).
+class ContentKey:
+    """Orders replies by content: num-examples, then a digest of the smallest parameter, then of everything.
 
-    The digest covers every array (bytes, dtype and shape, in the model's order), so two
-    replies tie only when their models are identical, and then their order cannot change
-    a sum. (Hashing only the smallest array was cheaper, but for BatchNorm models that is
-    a 0-d counter most clients share, which left float sums to arrival order.) Metrics
-    stay out: ``train-seconds`` differs between runs and would make the order, and so a
-    resumed run, depend on timing. BLAKE2b reads about 1 GB/s: a few ms per reply for a
-    model of a few MB.
+    Two replies compare equal only when their models are identical (same bytes, dtypes and
+    shapes in the model's order), and then their order cannot change any sum, so every
+    strategy is bit-reproducible whatever order the replies arrived in. Hashing every
+    array of every reply costs a few ms per MB-sized model (BLAKE2b reads about 1 GB/s),
+    more than the aggregation itself, so the full digest is computed lazily: only for
+    replies that tie on (num-examples, digest of the smallest floating-point array), which
+    distinct clients practically never do. Integer buffers stay out of the cheap digest:
+    BatchNorm's 0-d counter, shared by most clients, used to be "the smallest array" and
+    left float sums to arrival order. Metrics stay out: ``train-seconds`` differs between
+    runs and would make the order, and so a resumed run, depend on timing.
     """
+
+    __slots__ = ("_full", "_layers", "quick")
+
+    def __init__(self, num_examples: float, layers: Sequence[np.ndarray]) -> None:
+        parameters = [a for a in layers if np.issubdtype(a.dtype, np.floating)]
+        smallest = min(parameters, key=lambda a: a.nbytes) if parameters else np.empty(0)
+        self.quick = (num_examples, _digest([smallest]))
+        self._layers = layers
+        self._full: bytes | None = None
+
+    @property
+    def full(self) -> bytes:
+        """The digest of every array (computed once, when a tie needs it)."""
+        if self._full is None:
+            self._full = _digest(self._layers)
+        return self._full
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ContentKey):
+            return NotImplemented
+        return self.quick == other.quick and self.full == other.full
+
+    def __lt__(self, other: ContentKey) -> bool:
+        if self.quick != other.quick:
+            return self.quick < other.quick
+        return self.full < other.full
+
+    def __hash__(self) -> int:
+        return hash(self.quick)
+
+
+def _digest(layers: Sequence[np.ndarray]) -> bytes:
     digest = hashlib.blake2b(digest_size=16)
     for layer in layers:
         digest.update(f"{layer.dtype.str}{layer.shape}".encode())
         # ``.data`` is the array's own buffer (no copy); numpy's stubs declare ``__buffer__`` only for 3.12+.
         digest.update(np.ascontiguousarray(layer).reshape(-1).view(np.uint8).data)
-    return wire.as_float(msg.content.metric_records[METRICS_KEY][NUM_EXAMPLES]), digest.digest()
+    return digest.digest()
+
+
+def reply_digest(msg: Message, layers: Sequence[np.ndarray]) -> ContentKey:
+    """The :class:`ContentKey` of a valid train reply and its decoded layers."""
+    return ContentKey(wire.as_float(msg.content.metric_records[METRICS_KEY][NUM_EXAMPLES]), layers)
 
 
 def max_client_epsilon(replies: Sequence[Message]) -> float | None:

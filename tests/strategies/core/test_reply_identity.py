@@ -258,3 +258,28 @@ def test_identical_replies_tie_only_when_identical() -> None:
     key = lambda m: reply_digest(m, [np.array(x) for x in to_layers(m.content["arrays"])])  # noqa: E731
     assert key(a) != key(b)
     assert key(a) == key(make_reply(3, {"w": np.zeros(3, np.float32)}, {"num-examples": 5}))
+
+
+def test_replies_sharing_their_smallest_parameter_are_ordered_by_everything_else() -> None:
+    # Two clients with the same bias (and counter) but different weights: the cheap key ties,
+    # the full digest decides, and the same content always gives the same place.
+    from strategies.core.ledger import ContentKey
+
+    bias, counter = np.zeros(2, np.float32), np.array(3, np.int64)
+    a = ContentKey(5.0, [np.ones((4, 2), np.float32), bias, counter])
+    b = ContentKey(5.0, [np.full((4, 2), 2.0, np.float32), bias, counter])
+    same_as_a = ContentKey(5.0, [np.ones((4, 2), np.float32), bias, counter])
+
+    assert a.quick == b.quick and a != b and (a < b) != (b < a)
+    assert a == same_as_a and not a < same_as_a and not same_as_a < a
+
+
+def test_the_full_digest_is_computed_only_for_ties() -> None:
+    # Hashing every array of every reply costs more than aggregating them: only ties pay it.
+    from strategies.core.ledger import ContentKey
+
+    a = ContentKey(5.0, [np.ones(3, np.float32)])
+    b = ContentKey(6.0, [np.ones(3, np.float32)])
+
+    assert a < b
+    assert a._full is None and b._full is None
