@@ -422,43 +422,47 @@ def test_a_resumed_runs_earlier_rounds_are_logged_when_tracking_opens(tmp_path: 
 
 
 # ------------------------------------------------------------------ the whole ServerApp
-def test_serverapp_run_with_tensorboard_and_mlflow_logs_what_metrics_json_has(tmp_path: Path) -> None:
+def test_serverapp_dp_run_killed_and_resumed_keeps_both_runs_tracked(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from server_app.app import main
-    from tests.conftest import AppGrid
+    from tests.server_app.test_checkpoint import RESUMABLE, run_server
 
-    # Prepare
-    config = {
-        "output-dir": str(tmp_path),
-        "num-server-rounds": 2,
-        "local-epochs": 1,
-        "threads-per-client": 1,
-        "fraction-evaluate": 0.0,
-        "tracking": "tensorboard,mlflow",
+    # Prepare: DP-FedAvg (ε per round) with both file trackers, 3 rounds.
+    out = tmp_path / "out"
+    config = {"num-server-rounds": 3, "tracking": "tensorboard,mlflow", **RESUMABLE["dp-fedavg"]}
+
+    # Execute: the server dies while sending round 3, then the run is resumed.
+    killed = run_server(out, config, die_in_round=3)
+    resumed = run_server(out, {**config, "resume": str(killed)})
+
+    # Assert: the killed run's tracking is closed as failed with rounds 0-2; the resumed run's
+    # trackers hold every round (the checkpoint's rounds too), ε at each round ≥ 1.
+    client = MlflowClient(tracking_uri=(out / "mlruns").as_uri())
+    runs = {
+        r.info.run_name: r
+        for r in client.search_runs([client.get_experiment_by_name("edgebloom").experiment_id])
     }
-    grid = AppGrid(2, run_config=config)
-    context = Context(run_id=grid.run_id, node_id=0, node_config={}, state=RecordDict(), run_config=config)
-
-    # Execute
-    main(grid, context)  # type: ignore[arg-type]
-
-    # Assert
-    (run_dir,) = [p.parent for p in tmp_path.glob("*/metrics.json")]
-    rows = json.loads((run_dir / "metrics.json").read_text())["rounds"]
-    assert [r["round"] for r in rows] == [0, 1, 2] and all(r["succeeded"] == 2 for r in rows[1:])
-    events = EventAccumulator(str(run_dir / "tensorboard"))
+    assert runs[killed.name].info.status == "FAILED" and runs[resumed.name].info.status == "FINISHED"
+    rows = json.loads((resumed / "metrics.json").read_text())["rounds"]
+    assert [r["round"] for r in rows] == [0, 1, 2, 3]
+    history = sorted(
+        (m.step, m.value) for m in client.get_metric_history(runs[resumed.name].info.run_id, "epsilon")
+    )
+    assert_logged(history, rows, "epsilon")
+    final = runs[resumed.name]
+    assert final.data.params["tracking"] == "tensorboard,mlflow" and final.data.params["resume"] == str(
+        killed
+    )
+    assert final.data.params["resolved-model"] == "digits-cnn"
+    assert [a.path for a in client.list_artifacts(final.info.run_id)] == ["model.safetensors"]
+    assert client.list_artifacts(runs[killed.name].info.run_id) == []  # no final model when it failed
+    events = EventAccumulator(str(resumed / "tensorboard"))
     events.Reload()
-    logged = [(e.step, e.value) for e in events.Scalars("central_accuracy")]
-    assert_logged(logged, rows, "central_accuracy")
-    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
-    (run,) = client.search_runs([client.get_experiment_by_name("edgebloom").experiment_id])
-    assert run.info.run_name == run_dir.name and run.data.params["tracking"] == "tensorboard,mlflow"
-    assert run.data.params["resolved-model"] == "digits-cnn"
-    history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_loss"))
-    assert_logged(history, rows, "train_loss")
-    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["model.safetensors"]
+    assert_logged([(e.step, e.value) for e in events.Scalars("central_accuracy")], rows, "central_accuracy")
+    killed_events = EventAccumulator(str(killed / "tensorboard"))
+    killed_events.Reload()
+    assert [e.step for e in killed_events.Scalars("central_accuracy")] == [0, 1, 2]
 
 
 # ------------------------------------------------------------------ the ETA
