@@ -335,7 +335,7 @@ class Tracking:
         """The backends still live."""
         return [t.name for t in self.trackers]
 
-    def _each(self, what: str, call: Any) -> None:
+    def _each(self, what: str, call: Callable[[Tracker], None]) -> None:
         for tracker in list(self.trackers):
             try:
                 call(tracker)
@@ -415,12 +415,12 @@ def open_tracking(
         "wandb": lambda: WandbTracker(run_dir, run_dir.name),
     }
     trackers: list[Tracker] = []
-    tracking = Tracking(trackers)
+    failed: dict[str, str] = {}
     for name in backends:
         try:
-            tracking.trackers.append(factories[name]())
+            trackers.append(factories[name]())
         except Exception as exc:  # a tracker that cannot start must not stop the run
-            tracking.failed[name] = f"{type(exc).__name__}: {exc}"
+            failed[name] = f"{type(exc).__name__}: {exc}"
             log(
                 WARNING,
                 "edgebloom: tracking backend %s could not start (%s: %s); going on without it",
@@ -428,6 +428,8 @@ def open_tracking(
                 type(exc).__name__,
                 exc,
             )
+    tracking = Tracking(trackers)
+    tracking.failed.update(failed)
     tracking.log_params(flat_params(params))
     for row in rounds:
         tracking.log_row(row)
