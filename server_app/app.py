@@ -23,6 +23,7 @@ from server_app.checkpoint import (
 from server_app.plots import plot_curves
 from server_app.reporting import RoundReporter, node_table
 from server_app.run_dir import RunDirectory, write_json_atomic
+from server_app.tracking import TrackingConfig, open_tracking, require_libraries
 from strategies.algorithms.fedavg import NodeReport
 from strategies.core.control import StopTraining
 from strategies.core.protocol import EdgeStrategy, require_edge_strategy
@@ -107,6 +108,8 @@ def client_configs(cfg: AppConfig, model_name: str, num_classes: int) -> tuple[C
 def main(grid: Grid, context: Context) -> None:
     """Run federated training as configured in ``[tool.flwr.app.config]``."""
     cfg = AppConfig.from_run_config(context.run_config)
+    trackers = cfg.section(TrackingConfig).backends
+    require_libraries(trackers)  # a missing tracking library fails here, before any round
     checkpoint = load_checkpoint(cfg.resume) if cfg.resume else None
     bundle, model_name, model = prepare(cfg)
     try:  # the ServerApp calls a strategy only through the EdgeStrategy protocol
@@ -119,14 +122,13 @@ def main(grid: Grid, context: Context) -> None:
         initial, start_round = resume_from(checkpoint, cfg, strategy, model_name, names, initial)
     run_dir = RunDirectory.create(cfg.output_dir, cfg.strategy, cfg.dataset)
     resumed = {} if checkpoint is None else {"resumed-from": str(checkpoint.path.parent)}
-    run_dir.write_config(
-        {
-            **cfg.to_dict(),
-            "resolved-model": model_name,
-            "resolved-partitioner": cfg.resolved_partitioner,
-            **resumed,
-        }
-    )
+    resolved_config = {
+        **cfg.to_dict(),
+        "resolved-model": model_name,
+        "resolved-partitioner": cfg.resolved_partitioner,
+        **resumed,
+    }
+    run_dir.write_config(resolved_config)
     if checkpoint is not None:  # the metrics of the rounds already run come along
         run_dir.rounds = [dict(row) for row in checkpoint.rounds]
         run_dir.notes.append(f"resumed after round {checkpoint.round} from {checkpoint.path}")
@@ -163,6 +165,13 @@ def main(grid: Grid, context: Context) -> None:
             config=cfg.to_dict(),
         )
 
+    tracking = open_tracking(  # a resumed run's earlier rounds are logged too
+        trackers,
+        run_dir=run_dir.path,
+        output_dir=run_dir.path.parent,
+        params=resolved_config,
+        rounds=run_dir.rounds,
+    )
     reporter = RoundReporter(
         strategy.stats,
         run_dir,
@@ -171,6 +180,7 @@ def main(grid: Grid, context: Context) -> None:
         # Strategies may add per-round metrics (a DP strategy: ε, clipping norm).
         extra_metrics=strategy.round_metrics,
         on_round_end=write_checkpoint,
+        tracking=tracking,
     )
     reporter.latest_arrays = from_layers(names, initial)
     train_config, eval_config = client_configs(cfg, model_name, bundle.num_classes)
@@ -194,12 +204,14 @@ def main(grid: Grid, context: Context) -> None:
         log(INFO, "edgebloom: stopped early: %s", stop)
     except BaseException as exc:
         run_dir.fail(exc)
+        reporter.finish(run_dir.status, None)
         log(ERROR, "edgebloom: run failed (%s); partial results kept in %s", exc, run_dir.path)
         raise
     # result.arrays is None if no round aggregated; the reporter saw the last global model.
     final = to_layers(result_arrays or reporter.latest_arrays, names)
-    run_dir.save_model(names, [np.array(a) for a in final])
+    model_path = run_dir.save_model(names, [np.array(a) for a in final])
     run_dir.write_metrics()
+    reporter.finish(run_dir.status, model_path)
     plot_curves(run_dir.rounds, run_dir.path / "curves.png", f"{cfg.strategy} on {cfg.dataset}")
     # Nodes sent work that never answered are listed too, marked "lost in round N".
     table = node_table(strategy.nodes, stats=strategy.stats, connected=set(grid.get_node_ids()))

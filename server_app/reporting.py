@@ -1,20 +1,24 @@
-"""Per-round reporting: centralized evaluation, one readable log line, metrics.json.
+"""Per-round reporting: centralized evaluation, one readable log line, metrics.json, trackers.
 
 :class:`RoundReporter` is passed to ``Strategy.start`` as ``evaluate_fn``; Flower calls
-it before round 1 and after every round, so no round loop is copied here.
+it before round 1 and after every round, so no round loop is copied here. After
+metrics.json (the source of truth) the row goes to the experiment trackers
+(``server_app/tracking.py``), whose failures never stop the run.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from logging import INFO
+from pathlib import Path
 from typing import Any
 
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.supercore import log
 
 from server_app.run_dir import RunDirectory
+from server_app.tracking import Tracking
 from strategies.algorithms.fedavg import NodeReport, RoundStats
 from strategies.core.buffers import NON_FINITE_MODEL
 
@@ -23,8 +27,45 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def format_round(row: Mapping[str, Any], num_rounds: int) -> str:
-    """One line: round, sampled/succeeded/failed, losses, accuracies, seconds."""
+def estimate_eta(round_seconds: Sequence[float], rounds_left: int) -> float | None:
+    """Seconds to the end of the run: the mean round time so far times the rounds left.
+
+    Parameters
+    ----------
+    round_seconds : sequence of float
+        Wall-clock seconds of the rounds run so far (round 0, the initial evaluation, excluded).
+    rounds_left : int
+        Rounds still to run.
+
+    Returns
+    -------
+    float or None
+        ``0.0`` when no round is left, ``None`` when no round has been timed yet.
+    """
+    if rounds_left <= 0:
+        return 0.0
+    if not round_seconds:
+        return None
+    return sum(round_seconds) / len(round_seconds) * rounds_left
+
+
+def format_duration(seconds: float) -> str:
+    """A short human-readable duration: ``42s``, ``3m 05s``, ``2h 07m``, ``1d 04h``."""
+    total = max(0, round(seconds))
+    days, rest = divmod(total, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def format_round(row: Mapping[str, Any], num_rounds: int, eta: float | None = None) -> str:
+    """One line: round, sampled/succeeded/failed, losses, accuracies, seconds, and the ETA if given."""
     head = f"[round {row['round']:>{len(str(num_rounds))}}/{num_rounds}]"
     if row["round"] == 0:
         central = f"central acc {_fmt(row.get('central_accuracy'))} loss {_fmt(row.get('central_loss'))}"
@@ -49,7 +90,7 @@ def format_round(row: Mapping[str, Any], num_rounds: int) -> str:
     return (
         f"{head} {clients} | train loss {_fmt(row.get('train_loss'))} | "
         f"fed acc {_fmt(row.get('federated_accuracy'))} | central acc {_fmt(row.get('central_accuracy'))}"
-        f"{privacy} | {row['seconds']:.1f}s"
+        f"{privacy} | {row['seconds']:.1f}s{'' if eta is None else f' | ETA {format_duration(eta)}'}"
     )
 
 
@@ -72,6 +113,9 @@ class RoundReporter:
         ``(round, arrays) -> None``, called after each round ≥ 1 is added to
         ``run_dir.rounds`` and before metrics.json is rewritten (the ServerApp writes
         its checkpoint there, so metrics.json never lists a round the checkpoint lacks).
+    tracking : Tracking, optional
+        Experiment trackers (``server_app/tracking.py``); each row goes to them after
+        metrics.json is written. Default: none.
     """
 
     def __init__(
@@ -82,6 +126,7 @@ class RoundReporter:
         num_rounds: int,
         extra_metrics: Callable[[int], Mapping[str, Any]] | None = None,
         on_round_end: Callable[[int, ArrayRecord], None] | None = None,
+        tracking: Tracking | None = None,
     ) -> None:
         self.stats = stats
         self.run_dir = run_dir
@@ -89,6 +134,7 @@ class RoundReporter:
         self.num_rounds = num_rounds
         self.extra_metrics = extra_metrics
         self.on_round_end = on_round_end
+        self.tracking = tracking if tracking is not None else Tracking([])
         self._last = time.perf_counter()
         self.latest_arrays: ArrayRecord | None = None
 
@@ -139,8 +185,19 @@ class RoundReporter:
                 self.run_dir.rounds.pop()  # not checkpointed: metrics.json must not claim it
                 raise
         self.run_dir.write_metrics()
-        log(INFO, format_round(row, self.num_rounds))
+        eta = None
+        if server_round > 0:  # round 0 is the initial evaluation: nothing timed yet
+            timed = [r["seconds"] for r in self.run_dir.rounds if r["round"] > 0 and "seconds" in r]
+            eta = estimate_eta(timed, self.num_rounds - server_round)
+        log(INFO, format_round(row, self.num_rounds, eta))
+        self.tracking.log_row(row)  # never raises: a failing tracker is warned about and dropped
         return record
+
+    def finish(self, status: str, model_path: Path | None) -> None:
+        """Hand the final model to the trackers and close them (the end of every run, failed too)."""
+        if model_path is not None:
+            self.tracking.log_model(model_path)
+        self.tracking.close(status)
 
 
 def node_status(node_id: int, stats: Mapping[int, RoundStats], connected: Collection[int] | None) -> str:

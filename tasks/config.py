@@ -459,16 +459,17 @@ RUN_KEYS: tuple[Key, ...] = AppConfig.keys()
 
 
 def builtin_sections() -> tuple[type[Section], ...]:
-    """Every built-in owner of run-config keys: the run level, strategies, wrappers, simulation.
+    """Every built-in owner of run-config keys: the run level, strategies, wrappers, simulation, tracking.
 
     The owners sit above ``tasks`` in the import graph (they import Flower), so they are
     imported here, when a config is built, and ``tasks`` itself stays framework-free.
     """
     from harness.attacks import AttackConfig
     from harness.slowdown import SlowdownConfig
+    from server_app.tracking import TrackingConfig
     from strategies.core.registry import builtin_sections as strategy_sections
 
-    return (AppConfig, *strategy_sections(), AttackConfig, SlowdownConfig)
+    return (AppConfig, *strategy_sections(), AttackConfig, SlowdownConfig, TrackingConfig)
 
 
 def builtin_keys() -> dict[str, Declared]:
