@@ -216,9 +216,9 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
                 )
             if config.clipping_range < inner.clip_norm:
                 raise ValueError(
-                    f"secagg-clipping-range={config.clipping_range:g} < dp-clip-norm={inner.clip_norm:g}: a "
-                    "clipped update may still have a coordinate up to S, which quantization would clip "
-                    "again; set secagg-clipping-range >= dp-clip-norm"
+                    f"secure-aggregation='secagg+' with secagg-clipping-range={config.clipping_range:g} < "
+                    f"dp-clip-norm={inner.clip_norm:g}: a clipped update may still have a coordinate up to "
+                    "S, which quantization would clip again; set secagg-clipping-range >= dp-clip-norm"
                 )
             if inner.adaptive_clipping:
                 raise ValueError(

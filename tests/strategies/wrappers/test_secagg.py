@@ -460,3 +460,88 @@ def test_stage_messages_are_train_messages_carrying_flowers_stage_names() -> Non
 
     assert stages == [s for s in wire.SECAGG_STAGES for _ in range(4)]
     assert all(m.metadata.message_type == MessageType.TRAIN for m in grid.received)
+
+
+# ------------------------------------------------------------------ the run config
+SECURE = {"secure-aggregation": "secagg+"}
+DP_CLIENT = {"dp-clipping": "client", "secagg-max-weight": 100}  # dp-weight-cap's default is 100
+COMPOSES = {
+    "fedavg": {},
+    "fedprox": {"proximal-mu": 0.01},
+    "fedadam": {},
+    "fedyogi": {},
+    "fedadagrad": {},
+    "fedavgm": {},
+    "dp-fedavg": DP_CLIENT,
+    "dp-fedprox": DP_CLIENT,
+}
+REFUSED = {
+    "median": ({"strategy": "median"}, "needs each client's update"),
+    "trimmed-mean": ({"strategy": "trimmed-mean"}, "needs each client's update"),
+    "multi-krum": ({"strategy": "multi-krum"}, "needs each client's update"),
+    "norm-bounded": ({"strategy": "norm-bounded"}, "needs each client's update"),
+    "fedbuff": ({"strategy": "fedbuff"}, "FedBuff aggregates each update as it arrives"),
+    "dp-server-clipping": ({"strategy": "dp-fedavg", "secagg-max-weight": 100}, "dp-clipping='server'"),
+    "dp-weight-cap": (
+        {"strategy": "dp-fedavg", "dp-clipping": "client"},
+        "secagg-max-weight = dp-weight-cap",
+    ),
+    "dp-adaptive": (
+        {"strategy": "dp-fedavg", "dp-adaptive-clipping": True, **DP_CLIENT},
+        "dp-adaptive-clipping",
+    ),
+    "dp-clip-norm": (
+        {"strategy": "dp-fedavg", "dp-clip-norm": 10.0, "secagg-clipping-range": 8.0, **DP_CLIENT},
+        "secagg-clipping-range >= dp-clip-norm",
+    ),
+    "int8": ({"strategy": "fedavg", "compression": "int8"}, "compression='int8' cannot be combined"),
+    "topk": ({"strategy": "fedadam", "compression": "topk"}, "compression='topk' cannot be combined"),
+}
+BAD_KEYS = {
+    "secure-aggregation": ("secagg", "must be one of none, secagg+"),
+    "secagg-num-shares": (10, "must be odd"),
+    "secagg-reconstruction-threshold": (5, "must be > secagg-num-shares/2"),
+    "secagg-clipping-range": (0.0, "must be in"),
+    "secagg-quantization-range": (1, "must be in"),
+    "secagg-max-weight": (2**30, "lower secagg-max-weight or secagg-quantization-range"),
+}
+
+
+@pytest.mark.parametrize("name", list(COMPOSES))
+def test_each_linear_strategy_is_built_under_secure_aggregation(name: str) -> None:
+    from strategies.core.registry import build_strategy
+    from tasks.config import AppConfig
+
+    strategy = build_strategy(AppConfig.from_run_config({"strategy": name, **SECURE, **COMPOSES[name]}))
+
+    assert isinstance(strategy, SecAggPlus)
+    assert build_strategy(AppConfig.from_run_config({"strategy": name, **COMPOSES[name]})) is not None
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_combinations_that_need_individual_updates_are_refused_before_training(name: str) -> None:
+    from strategies.core.registry import build_strategy
+    from tasks.config import AppConfig, ConfigError
+
+    overrides, reason = REFUSED[name]
+    with pytest.raises(ConfigError, match="secure") as info:
+        build_strategy(AppConfig.from_run_config({**SECURE, **overrides}))
+    assert reason in str(info.value)
+
+
+@pytest.mark.parametrize("key", list(BAD_KEYS))
+def test_bad_secure_aggregation_keys_are_refused_naming_the_key(key: str) -> None:
+    from strategies.core.registry import build_strategy
+    from tasks.config import AppConfig, ConfigError
+
+    value, reason = BAD_KEYS[key]
+    with pytest.raises(ConfigError, match=key) as info:  # a single key's range, or a combination
+        build_strategy(AppConfig.from_run_config({**SECURE, key: value}))
+    assert reason in str(info.value)
+
+
+def test_threshold_above_num_shares_is_refused() -> None:
+    from tasks.config import ConfigError
+
+    with pytest.raises(ConfigError, match="<= secagg-num-shares=5"):
+        secagg_config(num_shares=5, reconstruction_threshold=6)
