@@ -331,7 +331,7 @@ def masked_reply(
     local = to_layers(reply.content.array_records[wire.ARRAYS], names)
     index = [i for i, g in enumerate(global_layers) if is_parameter(g.dtype)]
     delta = [np.asarray(local[i], np.float64) - np.asarray(global_layers[i], np.float64) for i in index]
-    metrics = reply.content.metric_records.get(wire.METRICS, {})
+    metrics: Mapping[str, Any] = reply.content.metric_records.get(wire.METRICS) or {}
     num_examples = wire.as_int(metrics.get(wire.NUM_EXAMPLES, 0))
     weight = capped_weight(num_examples, state.max_weight)
     if weight < num_examples:

@@ -471,8 +471,8 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
             )
             contents[node] = content
         sent, replies = self._exchange(grid, stage, server_round, contents, timeout)
-        record = self._global.get(server_round)
-        spec = masked_spec(record) if record is not None else None
+        global_arrays = self._global.get(server_round)
+        spec = masked_spec(global_arrays) if global_arrays is not None else None
         total: list[np.ndarray] | None = None
         survivors: list[int] = []
         good = self._answers(server_round, stage, sent, replies)
@@ -522,14 +522,14 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
         key_shares: dict[int, list[bytes]] = {n: [] for n in dropped}
         # A survivor that misses this stage is still in the sum: logged, not a failed node.
         for node, msg in self._answers(server_round, stage, sent, replies, count_failures=False).items():
-            parsed, why = unmask_problem(
+            pairs, why = unmask_problem(
                 msg.content.config_records[wire.SECAGG_CONFIGS], node, asked[node], alive_set, digests
             )
-            if why is not None or parsed is None:
+            if why is not None or pairs is None:
                 reason = SECAGG_BAD_SHARE if why and "digest" in why else SECAGG_MALFORMED_REPLY
                 self._reject(server_round, stage, node, reason, why or "malformed")
                 continue
-            for owner, share in parsed:
+            for owner, share in pairs:
                 (seed_shares if owner in alive_set else key_shares)[owner].append(share)
         for owner, shares in {**seed_shares, **key_shares}.items():
             if len(shares) < t:
@@ -577,17 +577,17 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
 # ------------------------------------------------------------------ pure checks of stage replies
 def public_keys_problem(config: Mapping[str, Any]) -> tuple[tuple[bytes, bytes] | None, str | None]:
     """A setup reply's two public keys, or why they are not valid keys."""
-    pair = (config.get(wire.SECAGG_PUBLIC_KEY_1), config.get(wire.SECAGG_PUBLIC_KEY_2))
-    if not all(isinstance(k, bytes) for k in pair):
+    pk1, pk2 = config.get(wire.SECAGG_PUBLIC_KEY_1), config.get(wire.SECAGG_PUBLIC_KEY_2)
+    if not (isinstance(pk1, bytes) and isinstance(pk2, bytes)):
         return None, "setup reply without two public keys"
     try:
-        for key in pair:
-            bytes_to_public_key(key)  # type: ignore[arg-type]
+        bytes_to_public_key(pk1)
+        bytes_to_public_key(pk2)
     except Exception as exc:  # any parse failure of untrusted bytes
         return None, f"a public key does not parse: {type(exc).__name__}"
-    if pair[0] == pair[1]:
+    if pk1 == pk2:
         return None, "the two public keys are identical"
-    return (bytes(pair[0]), bytes(pair[1])), None  # type: ignore[arg-type]
+    return (pk1, pk2), None
 
 
 def share_keys_problem(
@@ -622,9 +622,8 @@ def masked_spec(record: ArrayRecord) -> list[tuple[str, tuple[int, ...]]]:
     """Names and shapes a masked vector must have: the meta array, then the model's parameters."""
     layers = to_layers(record)
     names = list(record.keys())
-    return [(wire.SECAGG_META, (META_LENGTH,))] + [
-        (names[i], layers[i].shape) for i in parameter_indices(layers)
-    ]
+    spec: list[tuple[str, tuple[int, ...]]] = [(wire.SECAGG_META, (META_LENGTH,))]
+    return spec + [(names[i], tuple(layers[i].shape)) for i in parameter_indices(layers)]
 
 
 def masked_vector_problem(
@@ -720,7 +719,7 @@ def release_secure_mean(
 
 def secure_metrics(secure: SecureSum) -> MetricRecord:
     """The round's aggregated train metrics: total weight and weighted-mean train loss."""
-    metrics: dict[str, int | float] = {wire.NUM_EXAMPLES: secure.total_weight}
+    metrics: dict[str, int | float | list[int] | list[float]] = {wire.NUM_EXAMPLES: secure.total_weight}
     if secure.train_loss is not None:
         metrics[wire.TRAIN_LOSS] = secure.train_loss
     return MetricRecord(metrics)
