@@ -47,7 +47,8 @@ shares) keeps the previous model, logged and counted (``secagg-below-threshold``
 
 Per round, :meth:`SecAggPlus.round_metrics` adds ``secagg_survivors`` (vectors unmasked),
 ``secagg_dropped`` (lost after share keys), ``secagg_lost_before_masking``,
-``secagg_modulus_bits`` and ``secagg_kept_reason`` to metrics.json.
+``secagg_modulus_bits``, ``secagg_kept_reason`` and the four stages' payload bytes
+(``secagg_bytes_down``, ``secagg_bytes_up``: :func:`payload_bytes`) to metrics.json.
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ class RoundOutcome:
     lost_before_masking: int = 0
     modulus_bits: int | None = None
     replies: list[Message] = field(default_factory=list)
+    bytes_down: int = 0
+    bytes_up: int = 0
 
     def metrics(self) -> dict[str, Any]:
         """The round's secure-aggregation figures for metrics.json."""
@@ -130,6 +133,8 @@ class RoundOutcome:
             "secagg_lost_before_masking": self.lost_before_masking,
             "secagg_modulus_bits": self.modulus_bits,
             "secagg_kept_reason": self.reason,
+            "secagg_bytes_down": self.bytes_down,
+            "secagg_bytes_up": self.bytes_up,
         }
 
 
@@ -299,7 +304,13 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
 
     # ------------------------------------------------------------------ the protocol
     def _exchange(
-        self, grid: Grid, stage: str, server_round: int, contents: Mapping[int, RecordDict], timeout: float
+        self,
+        grid: Grid,
+        stage: str,
+        server_round: int,
+        contents: Mapping[int, RecordDict],
+        timeout: float,
+        outcome: RoundOutcome,
     ) -> tuple[list[Message], list[Message]]:
         messages = [
             Message(
@@ -309,6 +320,8 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
         ]
         log(INFO, "SecAgg+ round %d: %s to %d nodes", server_round, stage, len(messages))
         replies = send_and_receive_within(grid, with_ttl(messages, timeout), timeout=timeout)
+        outcome.bytes_down += sum(payload_bytes(m.content) for m in messages)
+        outcome.bytes_up += sum(payload_bytes(m.content) for m in replies if not m.has_error())
         return messages, replies
 
     def _answers(
@@ -409,7 +422,12 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
         )
         stage = wire.SECAGG_SETUP
         sent, replies = self._exchange(
-            grid, stage, server_round, {n: RecordDict({wire.SECAGG_CONFIGS: setup}) for n in nodes}, timeout
+            grid,
+            stage,
+            server_round,
+            {n: RecordDict({wire.SECAGG_CONFIGS: setup}) for n in nodes},
+            timeout,
+            outcome,
         )
         keys: dict[int, tuple[bytes, bytes]] = {}
         for node, msg in self._answers(server_round, stage, sent, replies).items():
@@ -436,7 +454,7 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
             record = ConfigRecord({str(j): list(keys[j]) for j in sorted(graph[node] & alive)})
             record[wire.SECAGG_STAGE] = stage
             contents[node] = RecordDict({wire.SECAGG_CONFIGS: record})
-        sent, replies = self._exchange(grid, stage, server_round, contents, timeout)
+        sent, replies = self._exchange(grid, stage, server_round, contents, timeout, outcome)
         shares_out: dict[int, dict[int, bytes]] = {}
         digests: dict[int, dict[int, tuple[bytes, bytes]]] = {}
         for node, msg in self._answers(server_round, stage, sent, replies).items():
@@ -470,7 +488,7 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
                 }
             )
             contents[node] = content
-        sent, replies = self._exchange(grid, stage, server_round, contents, timeout)
+        sent, replies = self._exchange(grid, stage, server_round, contents, timeout, outcome)
         global_arrays = self._global.get(server_round)
         spec = masked_spec(global_arrays) if global_arrays is not None else None
         total: list[np.ndarray] | None = None
@@ -517,7 +535,7 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
                     )
                 }
             )
-        sent, replies = self._exchange(grid, stage, server_round, contents, timeout)
+        sent, replies = self._exchange(grid, stage, server_round, contents, timeout, outcome)
         seed_shares: dict[int, list[bytes]] = {n: [] for n in survivors}
         key_shares: dict[int, list[bytes]] = {n: [] for n in dropped}
         # A survivor that misses this stage is still in the sum: logged, not a failed node.
@@ -572,6 +590,23 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
             len(dropped),
             outcome.lost_before_masking,
         )
+
+
+def payload_bytes(content: RecordDict) -> int:
+    """Bytes a message's records carry: array payloads, bytes and strings, 8 per number.
+
+    The payload, not Flower's protobuf framing (as ``compressed.record_bytes`` counts arrays):
+    what the benchmark compares per client with and without secure aggregation.
+    """
+    total = sum(len(array.data) for record in content.array_records.values() for array in record.values())
+    for record in content.config_records.values():
+        for value in record.values():
+            items = value if isinstance(value, list) else [value]
+            total += sum(
+                len(v) if isinstance(v, bytes) else len(str(v)) if isinstance(v, str) else 8 for v in items
+            )
+    total += 8 * sum(len(record) for record in content.metric_records.values())
+    return total
 
 
 # ------------------------------------------------------------------ pure checks of stage replies

@@ -117,6 +117,10 @@ def test_the_secure_mean_equals_plain_fedavg_of_the_same_replies_within_the_boun
     metrics = strategy.round_metrics(1)
     assert metrics["secagg_survivors"] == 8 and metrics["secagg_dropped"] == 0
     assert metrics["secagg_kept_reason"] is None
+    model_bytes = sum(a.nbytes for a in global_model())
+    assert metrics["secagg_bytes_down"] > 8 * model_bytes  # the collect stage carries the model
+    # Up: per node at least its masked vector (int64: twice a float32 model's parameters).
+    assert metrics["secagg_bytes_up"] > 8 * 2 * sum(a.nbytes for a in global_model()[:2])
 
 
 def test_weights_above_max_weight_are_capped() -> None:
