@@ -40,7 +40,7 @@ from logging import WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.crypto.shamir import create_shares
 from flwr.common.secure_aggregation.crypto.symmetric_encryption import decrypt, encrypt, generate_shared_key
@@ -395,4 +395,4 @@ def secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> 
     return Message(content=content, reply_to=msg)
 
 
-__all__ = ["NodeState", "ProtocolError", "secagg_mod", "share_digest", "ArrayRecord"]
+__all__ = ["NodeState", "ProtocolError", "secagg_mod", "share_digest"]

@@ -69,7 +69,6 @@ from flwr.supercore import log
 from flwr.supercore.primitives.asymmetric import (
     bytes_to_private_key,
     bytes_to_public_key,
-    private_key_to_bytes,
     public_key_to_bytes,
 )
 
@@ -760,19 +759,11 @@ def secure_metrics(secure: SecureSum) -> MetricRecord:
     return MetricRecord(metrics)
 
 
-def with_secagg(config: SecAggConfig, strategy: EdgeStrategy) -> EdgeStrategy:
-    """``strategy`` wrapped in :class:`SecAggPlus` when ``secure-aggregation='secagg+'``."""
-    if not config.enabled:
-        return strategy
-    return SecAggPlus(strategy, config)
-
-
 __all__ = [
     "BelowThreshold",
     "RoundOutcome",
     "SecAggPlus",
-    "private_key_to_bytes",
+    "payload_bytes",
     "release_secure_mean",
     "secagg_inner_problem",
-    "with_secagg",
 ]
