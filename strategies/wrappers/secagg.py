@@ -673,8 +673,12 @@ def masked_vector_problem(
         return None, "collect reply carries an unmasked model: dropped unread"
     if list(record.keys()) != [name for name, _ in spec]:
         return None, "masked vector's arrays are not the meta array and the model's parameters"
+    try:
+        layers = to_layers(record)
+    except Exception as exc:  # untrusted bytes that are not an array
+        return None, f"masked vector does not decode: {type(exc).__name__}: {exc}"
     arrays = []
-    for (name, shape), array in zip(spec, to_layers(record), strict=True):
+    for (name, shape), array in zip(spec, layers, strict=True):
         if array.dtype != np.int64 or array.shape != shape:
             return None, f"masked array {name!r} is {array.dtype}{array.shape}, expected int64{shape}"
         if array.size and (array.min() < 0 or array.max() >= modulus):

@@ -549,3 +549,44 @@ def test_threshold_above_num_shares_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="<= secagg-num-shares=5"):
         secagg_config(num_shares=5, reconstruction_threshold=6)
+
+
+#: Missing fields, a number, ids where bytes belong, bytes of a key's length where lists belong.
+JUNK: list[Any] = [None, 7, [1, 2], b"\x00" * 32]
+
+
+@pytest.mark.parametrize("stage", wire.SECAGG_STAGES)
+@pytest.mark.parametrize("junk", range(len(JUNK)))
+def test_junk_in_any_field_of_one_stage_reply_never_raises_and_the_round_completes(
+    stage: str, junk: int
+) -> None:
+    # Prepare: one node writes a junk value into every field of its reply to one stage.
+    clients = make_clients(6)
+    liar = list(clients)[2]
+
+    def tamper(at: str, node: int, reply: Message) -> Message:
+        if at != stage or node != liar or reply.has_error():
+            return reply
+        record = reply.content.config_records[wire.SECAGG_CONFIGS]
+        fields = {key: JUNK[junk] for key in record if key != wire.SECAGG_STAGE}
+        if stage == wire.SECAGG_COLLECT:
+            names = list(reply.content.array_records[wire.SECAGG_MASKED].keys())
+            corrupt = ArrayRecord()
+            for name in names:
+                corrupt[name] = from_layers([name], [np.zeros(2, np.uint8)])[name]
+            reply.content[wire.SECAGG_MASKED] = corrupt
+        # None: the fields are missing altogether.
+        kept = {k: v for k, v in fields.items() if v is not None}
+        reply.content[wire.SECAGG_CONFIGS] = ConfigRecord({wire.SECAGG_STAGE: stage, **kept})
+        return reply
+
+    grid = ProtocolGrid(clients, tamper=tamper)
+    strategy = SecAggPlus(fedavg(6), secagg_config(), rng=np.random.default_rng(7))
+
+    # Execute
+    arrays, _ = run_round(strategy, grid)
+
+    # Assert: the liar is dropped and counted (or, at unmasking, its shares refused); the sum holds.
+    expected = list(clients) if stage == wire.SECAGG_UNMASK else [n for n in clients if n != liar]
+    assert_within_bound(arrays, plain_mean(clients, expected))
+    assert sum(strategy.stats[1].rejected.values()) == 1
