@@ -183,8 +183,8 @@ def _bytes_list(config: Mapping[str, Any], key: str) -> list[bytes]:
 
 
 # ------------------------------------------------------------------ the stages
-def setup(state: NodeState, config: Mapping[str, Any], nid: int) -> dict[str, Any]:
-    """Stage 1: read the round's parameters, make two key pairs, reply the public keys."""
+def setup(config: Mapping[str, Any], nid: int) -> tuple[NodeState, dict[str, Any]]:
+    """Stage 1: a fresh state from the round's parameters and two new key pairs; reply the public keys."""
     fresh = NodeState(stage=wire.SECAGG_SETUP, nid=nid)
     fresh.share_num = _typed(config, wire.SECAGG_SHARE_NUMBER, int)
     fresh.threshold = _typed(config, wire.SECAGG_THRESHOLD, int)
@@ -207,8 +207,7 @@ def setup(state: NodeState, config: Mapping[str, Any], nid: int) -> dict[str, An
     sk2, pk2 = generate_key_pairs()
     fresh.sk1, fresh.pk1 = private_key_to_bytes(sk1), public_key_to_bytes(pk1)
     fresh.sk2, fresh.pk2 = private_key_to_bytes(sk2), public_key_to_bytes(pk2)
-    state.__dict__.update(fresh.__dict__)
-    return {wire.SECAGG_PUBLIC_KEY_1: state.pk1, wire.SECAGG_PUBLIC_KEY_2: state.pk2}
+    return fresh, {wire.SECAGG_PUBLIC_KEY_1: fresh.pk1, wire.SECAGG_PUBLIC_KEY_2: fresh.pk2}
 
 
 def share_keys(state: NodeState, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -376,7 +375,7 @@ def secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> 
         )
     content = RecordDict()
     if stage == wire.SECAGG_SETUP:
-        result = setup(state, configs, int(msg.metadata.dst_node_id))
+        state, result = setup(configs, int(msg.metadata.dst_node_id))
     elif stage == wire.SECAGG_SHARE_KEYS:
         result = share_keys(state, configs)
     elif stage == wire.SECAGG_COLLECT:

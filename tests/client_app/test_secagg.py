@@ -42,10 +42,7 @@ def never(msg: Message, ctx: Context) -> Message:
 
 
 def three_nodes_after_setup() -> dict[int, NodeState]:
-    states = {n: NodeState() for n in (11, 22, 33)}
-    for node, state in states.items():
-        setup(state, SETUP, node)
-    return states
+    return {n: setup(SETUP, n)[0] for n in (11, 22, 33)}
 
 
 def keys_of(states: dict[int, NodeState]) -> dict[str, list[bytes]]:
@@ -90,11 +87,11 @@ def test_a_stage_out_of_protocol_order_is_refused(stage: str) -> None:
 
 def test_setup_refuses_a_threshold_an_honest_server_would_not_send() -> None:
     with pytest.raises(ProtocolError, match="threshold"):
-        setup(NodeState(), {**SETUP, wire.SECAGG_THRESHOLD: 1}, 7)
+        setup({**SETUP, wire.SECAGG_THRESHOLD: 1}, 7)
     with pytest.raises(ProtocolError, match="mod_range"):
-        setup(NodeState(), {**SETUP, wire.SECAGG_MOD_RANGE: 1000}, 7)
+        setup({**SETUP, wire.SECAGG_MOD_RANGE: 1000}, 7)
     with pytest.raises(ProtocolError, match="must be a int"):
-        setup(NodeState(), {**SETUP, wire.SECAGG_THRESHOLD: True}, 7)
+        setup({**SETUP, wire.SECAGG_THRESHOLD: True}, 7)
 
 
 def test_share_keys_encrypts_one_share_pair_per_neighbour_and_publishes_digests() -> None:
