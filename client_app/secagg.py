@@ -388,6 +388,8 @@ def secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> 
         result = {}
     else:
         result = unmask(state, configs)
+        # The round is over for this node: keep no key, seed or share in its state.
+        state = NodeState(nid=state.nid)
     state.stage = str(stage)
     context.state.config_records[wire.SECAGG_STATE] = state.to_record()
     content[wire.SECAGG_CONFIGS] = ConfigRecord({wire.SECAGG_STAGE: str(stage), **result})

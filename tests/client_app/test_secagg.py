@@ -146,6 +146,24 @@ def test_unmask_never_reveals_both_secrets_of_a_node_nor_its_own_key() -> None:
     assert result == {wire.SECAGG_NODE_ID_LIST: [11, 22, 33], wire.SECAGG_SHARE_LIST: [b"s", b"s", b"k"]}
 
 
+def test_a_node_forgets_its_secrets_once_it_has_unmasked() -> None:
+    state = shared_states()[11]
+    state.stage = wire.SECAGG_COLLECT
+    ctx = context(11)
+    ctx.state.config_records[wire.SECAGG_STATE] = state.to_record()
+    config = {
+        wire.SECAGG_STAGE: wire.SECAGG_UNMASK,
+        wire.SECAGG_ACTIVE_NODE_ID_LIST: [11, 22],
+        wire.SECAGG_DEAD_NODE_ID_LIST: [33],
+    }
+
+    secagg_mod(stage_message(11, config), ctx, never)
+
+    kept = NodeState.from_record(ctx.state.config_records[wire.SECAGG_STATE])
+    assert kept.stage == wire.SECAGG_UNMASK
+    assert (kept.sk1, kept.sk2, kept.seed, kept.seed_shares, kept.key_shares) == (b"", b"", b"", {}, {})
+
+
 def test_a_tampered_share_is_refused_at_collect() -> None:
     states = three_nodes_after_setup()
     ctxs = {n: context(n) for n in states}
