@@ -388,7 +388,6 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
         t = cfg.reconstruction_threshold
         train_content = {int(m.metadata.dst_node_id): m.content for m in messages}
         nodes = sorted(train_content)
-        outcome.lost_before_masking = len(nodes)
         if len(nodes) < t:
             raise BelowThreshold(
                 f"{len(nodes)} nodes to train, fewer than secagg-reconstruction-threshold={t}"
