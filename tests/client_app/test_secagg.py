@@ -221,3 +221,45 @@ def test_the_real_server_and_client_apps_train_under_secagg_and_report_it(tmp_pa
         for m in grid.sent
         if m.metadata.message_type == "train"
     )
+
+
+def test_real_clients_under_secagg_give_plain_fedavgs_model_within_the_bound() -> None:
+    # Prepare: the same round of the real ClientApp (deterministic local training) twice.
+    from flwr.app import ConfigRecord
+
+    from strategies.core.loop import with_ttl
+    from strategies.core.records import from_layers, to_layers
+    from strategies.core.registry import build_strategy
+    from strategies.numeric.secagg import mean_error_bound
+    from tasks.config import AppConfig
+    from tasks.models import build_model
+
+    model = build_model("linreg", (5,), 0)
+    initial = from_layers(list(model.state_dict()), [t.numpy() for t in model.state_dict().values()])
+    train = {"model": "linreg", "num-classes": 0, "local-epochs": 1, "batch-size": 10, "learning-rate": 0.1}
+    train.update({"momentum": 0.0, "weight-decay": 0.0, "server-round": 1})
+    released = {}
+    for mode in ("none", "secagg+"):
+        config = {
+            "dataset": "linreg",
+            "min-available-nodes": 4,
+            "secure-aggregation": mode,
+            "secagg-num-shares": 3,
+            "secagg-reconstruction-threshold": 2,
+        }
+        strategy = build_strategy(AppConfig.from_run_config(config))
+        grid = AppGrid(4, run_config=config)
+
+        # Execute
+        messages = with_ttl(strategy.configure_train(1, initial, ConfigRecord(train), grid), 600)  # type: ignore[arg-type]
+        arrays, _ = strategy.aggregate_train(1, strategy.train_exchange(grid, 1, messages, 600))  # type: ignore[attr-defined]
+        released[mode] = [np.asarray(a, np.float64) for a in to_layers(arrays)]
+
+    # Assert: per coordinate within 2c/R (plus float32 rounding of O(1) weights).
+    bound = mean_error_bound(clipping_range=8.0, quantization_range=4194304) + 1e-6
+    for plain, secure in zip(released["none"], released["secagg+"], strict=True):
+        assert np.max(np.abs(plain - secure)) <= bound
+    assert any(
+        not np.array_equal(a, np.asarray(b))
+        for a, b in zip(released["none"], to_layers(initial), strict=True)
+    )
