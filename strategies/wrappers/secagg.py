@@ -120,7 +120,6 @@ class RoundOutcome:
     dropped: list[int] = field(default_factory=list)
     lost_before_masking: int = 0
     modulus_bits: int | None = None
-    replies: list[Message] = field(default_factory=list)
     bytes_down: int = 0
     bytes_up: int = 0
 
@@ -268,8 +267,9 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
     ) -> list[Message]:
         """The four SecAgg+ stages in place of one ``send_and_receive`` (the loop's hook).
 
-        Returns the survivors' masked-vector replies (public: each is masked); the secure
-        sum waits for :meth:`aggregate_train`.
+        Returns no replies: the masked vectors are summed as they are checked and not kept
+        (K int64 vectors of the model's size would otherwise stay in memory until
+        aggregation); the secure sum waits for :meth:`aggregate_train`.
         """
         outcome = RoundOutcome()
         try:
@@ -278,7 +278,7 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
             outcome.secure, outcome.reason = None, str(exc)
         self._outcome[server_round] = outcome
         self._round_metrics[server_round] = outcome.metrics()
-        return outcome.replies
+        return []
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -499,7 +499,7 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
                 continue
             total = vector if total is None else add_mod(total, vector, modulus)
             survivors.append(node)
-            outcome.replies.append(good[node])
+        del good, replies  # the masked vectors are in the sum now
         dropped = sorted(shared - set(survivors))
         outcome.survivors, outcome.dropped = survivors, dropped
         if len(survivors) < t or total is None:
@@ -682,7 +682,7 @@ def masked_vector_problem(
             return None, f"masked array {name!r} is {array.dtype}{array.shape}, expected int64{shape}"
         if array.size and (array.min() < 0 or array.max() >= modulus):
             return None, f"masked array {name!r} has values outside [0, 2^{modulus.bit_length() - 1})"
-        arrays.append(np.array(array))
+        arrays.append(array)  # a view: add_mod makes the sum a new array
     return arrays, None
 
 
