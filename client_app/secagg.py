@@ -60,7 +60,7 @@ from flwr.supercore.primitives.asymmetric import (
 
 from strategies.core.buffers import is_parameter
 from strategies.core.records import from_layers, to_layers
-from strategies.numeric.secagg import add_mod, capped_weight, encode_update, subtract_mod
+from strategies.numeric.secagg import SEED_BYTES, add_mod, capped_weight, encode_update, subtract_mod
 from tasks import wire
 
 #: The stage that may follow each stage (setup may always restart the protocol).
@@ -70,6 +70,11 @@ NEXT_STAGE = {
     wire.SECAGG_COLLECT: wire.SECAGG_UNMASK,
     wire.SECAGG_UNMASK: wire.SECAGG_SETUP,
 }
+
+
+def draw_seed() -> bytes:
+    """The private mask seed b: ``SEED_BYTES`` from the OS CSPRNG."""
+    return os.urandom(SEED_BYTES)
 
 
 def share_digest(share: bytes) -> bytes:
@@ -233,7 +238,7 @@ def share_keys(state: NodeState, config: Mapping[str, Any]) -> dict[str, Any]:
     if len(set(flat)) != len(flat):
         raise ProtocolError("SecAgg+ share keys: two public keys are identical")
     state.public_keys = keys
-    state.seed = os.urandom(32)
+    state.seed = draw_seed()
     seed_shares = create_shares(state.seed, state.threshold, state.share_num)
     key_shares = create_shares(state.sk1, state.threshold, state.share_num)
     sk2 = bytes_to_private_key(state.sk2)

@@ -54,6 +54,8 @@ from flwr.common.secure_aggregation.ndarrays_arithmetic import (
 )
 from flwr.common.secure_aggregation.quantization import dequantize, quantize
 
+#: Bytes of a client's private mask seed b (Flower's PRG folds it into a 32-bit seed, 4 bytes at a time).
+SEED_BYTES = 32
 #: The train loss a client reports is quantized over [0, LOSS_RANGE] (cross-entropy above it is clipped).
 LOSS_RANGE = 100.0
 #: Entries of the meta array: weight, weight * quantized loss, unclipped bit.

@@ -91,6 +91,7 @@ from strategies.core.reply_checks import (
 )
 from strategies.numeric.secagg import (
     META_LENGTH,
+    SEED_BYTES,
     SecureSum,
     add_mod,
     below_threshold,
@@ -556,6 +557,10 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
         shapes = [a.shape for a in total]
         for owner in survivors:
             seed = _combine(seed_shares[owner][:t], owner)
+            if len(seed) != SEED_BYTES:  # a dealer can share anything: the PRG takes 32-byte seeds
+                raise BelowThreshold(
+                    f"node {owner}'s rebuilt mask seed has {len(seed)} bytes, not {SEED_BYTES}"
+                )
             total = subtract_mod(total, pseudo_rand_gen(seed, modulus, shapes), modulus)
         for owner in dropped:
             secret = _combine(key_shares[owner][:t], owner)

@@ -590,3 +590,19 @@ def test_junk_in_any_field_of_one_stage_reply_never_raises_and_the_round_complet
     expected = list(clients) if stage == wire.SECAGG_UNMASK else [n for n in clients if n != liar]
     assert_within_bound(arrays, plain_mean(clients, expected))
     assert sum(strategy.stats[1].rejected.values()) == 1
+
+
+def test_a_dealer_sharing_a_seed_of_the_wrong_length_keeps_the_model_without_raising(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prepare: clients whose "random" mask seed is 36 bytes (their digests match: they deal it).
+    import client_app.secagg as client_secagg
+
+    monkeypatch.setattr(client_secagg, "draw_seed", lambda: b"\x01" * 36)
+    clients = make_clients(4)
+    strategy = SecAggPlus(fedavg(4), secagg_config(), rng=np.random.default_rng(8))
+
+    arrays, _ = run_round(strategy, ProtocolGrid(clients))
+
+    assert arrays is None and strategy.stats[1].kept_previous_model
+    assert "36 bytes" in strategy.round_metrics(1)["secagg_kept_reason"]
