@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from server_app.run_dir import COMPLETED, CONFIG_FILE, ERROR_FILE, METRICS_FILE, RUNNING, STATUSES, STOPPED
 
@@ -40,7 +40,7 @@ UNREADABLE = "unreadable"
 RUN_NAME = re.compile(r"^\d{8}-\d{6}-")
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     """True for a finite int or float (JSON ``null`` for NaN/Inf, and booleans, are not)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
