@@ -105,6 +105,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     base = g.parse_run_config(args.run_config, declared)
     g.check_overlap(grid, base)
     g.check_combinations(g.expand(grid), base)
+    g.check_federation_config(args.federation_config)
     seeds = seeds_from(base, args.seeds, int(declared[g.SEED_KEY].default))
     base = {k: v for k, v in base.items() if k != g.SEED_KEY}  # the first seed; the sweep sets each
     spec = SweepSpec(

@@ -252,3 +252,24 @@ def check_overlap(grid: Mapping[str, Any], base: Mapping[str, Any]) -> None:
         raise ExperimentError(
             f"{', '.join(both)} given in both --grid and --run-config; keep each key in one of them"
         )
+
+
+def check_federation_config(text: str | None) -> None:
+    """Refuse a ``--federation-config`` that ``flwr run`` would refuse, before any run starts.
+
+    Parsed as ``flwr run`` does (Flower's parser; ``-`` in keys becomes ``_``) into Flower's
+    ``SimulationConfig``, whose fields are the allowed keys (``num-supernodes``,
+    ``client-resources-num-cpus``, ...).
+    """
+    if not text:
+        return
+    from flwr.common.config import parse_config_args
+    from flwr.supercore.utils import simulation_config_from_json
+
+    try:
+        values = {k.replace("-", "_"): v for k, v in parse_config_args([text]).items()}
+        simulation_config_from_json(values)
+    except Exception as exc:  # Flower raises click's exception, ValueError or protobuf's TypeError
+        raise ExperimentError(
+            f"--federation-config {text!r}: {getattr(exc, 'message', None) or exc}"
+        ) from exc

@@ -3,6 +3,7 @@ from flwr.common.config import parse_config_args
 
 from experiments.grid import (
     check_combinations,
+    check_federation_config,
     check_overlap,
     declared_keys,
     expand,
@@ -146,3 +147,10 @@ def test_folder_names_are_readable_and_distinct() -> None:
 
     assert a == "strategy-fedprox_proximal-mu-0.1"
     assert b != c and "/" not in b and " " not in b
+
+
+def test_federation_config_is_checked_against_flowers_simulation_config() -> None:
+    check_federation_config("num-supernodes=4 client-resources-num-cpus=1")
+    check_federation_config(None)
+    with pytest.raises(ExperimentError, match="Unknown simulation config field.*num_nodes"):
+        check_federation_config("num-nodes=4")
