@@ -167,16 +167,31 @@ def typed_grid(grid: Mapping[str, Sequence[Scalar]], declared: Mapping[str, Key]
     }
 
 
+def flower_config_args(text: str) -> dict[str, Any]:
+    """``key=value ...`` parsed by Flower's own parser (as ``flwr run`` parses its options).
+
+    Raises
+    ------
+    ValueError
+        With Flower's message, for text Flower would refuse.
+    """
+    import click
+    from flwr.common.config import parse_config_args
+
+    try:
+        return parse_config_args([text])
+    except click.ClickException as exc:  # Flower reports a malformed string as a CLI error
+        raise ValueError(exc.message) from exc
+
+
 def parse_run_config(text: str | None, declared: Mapping[str, Key]) -> dict[str, Scalar]:
     """``--run-config`` as ``flwr run`` parses it (Flower's parser), keys checked and values typed."""
     if not text:
         return {}
-    from flwr.common.config import parse_config_args
-
     try:
-        parsed = parse_config_args([text])
-    except Exception as exc:  # Flower raises click's exception for a bad format, ValueError for TOML mixes
-        raise ExperimentError(f"--run-config: {getattr(exc, 'message', None) or exc}") from exc
+        parsed = flower_config_args(text)
+    except ValueError as exc:
+        raise ExperimentError(f"--run-config: {exc}") from exc
     check_known(list(parsed), declared, where="--run-config")
     return {k: typed_value(declared[k], v, where=f"--run-config {k}") for k, v in parsed.items()}
 
@@ -263,13 +278,10 @@ def check_federation_config(text: str | None) -> None:
     """
     if not text:
         return
-    from flwr.common.config import parse_config_args
     from flwr.supercore.utils import simulation_config_from_json
 
     try:
-        values = {k.replace("-", "_"): v for k, v in parse_config_args([text]).items()}
-        simulation_config_from_json(values)
-    except Exception as exc:  # Flower raises click's exception, ValueError or protobuf's TypeError
-        raise ExperimentError(
-            f"--federation-config {text!r}: {getattr(exc, 'message', None) or exc}"
-        ) from exc
+        values = {k.replace("-", "_"): v for k, v in flower_config_args(text).items()}
+        simulation_config_from_json(values)  # ValueError naming unknown fields
+    except (ValueError, TypeError) as exc:  # TypeError: a value of the wrong type for its field
+        raise ExperimentError(f"--federation-config {text!r}: {exc}") from exc
