@@ -10,6 +10,7 @@ Exit status: 0 done, 1 a sweep had failed runs, 2 bad input (a message says what
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgebloom: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head`: not an error of ours
+        sys.stdout = open(os.devnull, "w")  # Python flushes stdout again at exit
+        return 0
 
 
 if __name__ == "__main__":

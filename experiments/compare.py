@@ -15,6 +15,7 @@ from pathlib import Path
 from experiments.runs import (
     ExperimentError,
     RunRecord,
+    find_run_dirs,
     fmt,
     format_seconds,
     lower_is_better,
@@ -35,10 +36,12 @@ def unique_labels(paths: Sequence[Path]) -> list[str]:
 
 
 def load_runs(paths: Sequence[Path]) -> list[RunRecord]:
-    """Read each run; a directory with no readable rounds is an error naming it and why."""
+    """Read each run (a folder of run directories: each of them); one with no rounds is an error naming it."""
     if not paths:
         raise ExperimentError("name at least one run directory (edgebloom runs OUTPUT_DIR lists them)")
-    runs = [read_run(p) for p in paths]
+    # A folder holding run directories (an output-dir, a sweep's seed folder) stands for them.
+    expanded = [run for p in paths for run in (find_run_dirs(p) if p.is_dir() else [p]) or [p]]
+    runs = [read_run(p) for p in expanded]
     bad = [f"{r.path} ({r.status})" for r in runs if not r.rounds]
     if bad:
         raise ExperimentError(f"no rounds to compare in: {', '.join(bad)}")

@@ -66,3 +66,15 @@ def test_labels_tell_runs_apart_with_as_little_path_as_needed(tmp_path: Path) ->
 
     assert unique_labels(paths) == ["x/seed-1/run", "y/seed-1/run", f"{tmp_path.name}/z/other"]
     assert unique_labels(paths[2:]) == ["other"]
+
+
+def test_a_folder_of_run_directories_stands_for_its_runs(tmp_path: Path) -> None:
+    a = write_run(tmp_path / "sweep" / "seed-42", [0.1, 0.95])
+    (tmp_path / "sweep" / "seed-42" / "flwr.log").write_text("log")
+    b = write_run(tmp_path / "sweep" / "seed-43", [0.1, 0.5])
+
+    rows = table_rows(
+        compare([tmp_path / "sweep"], metric="central_accuracy", target=0.9, out=tmp_path / "c.png")
+    )
+
+    assert set(rows) == {f"seed-42/{a.name}", f"seed-43/{b.name}"}
