@@ -3,22 +3,26 @@
 The sweep runs as the user runs it (``python -m experiments``, the ``edgebloom`` console
 script's module) against the session's SuperLink (``local_flower``), and the tests read
 what the runs wrote: every run's metrics, the manifest and the summary, never only exit
-codes. The second sweep reuses the first one's directory.
+codes. The second sweep reuses the first one's directory; the last test presses Ctrl-C in
+a sweep and resumes it.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from experiments.runs import find_run_dirs, read_run
-from tests.conftest import REPO, LocalFlower
+from tests.conftest import BIN, REPO, LocalFlower, descendants, stop_process_tree
 
 GRID = ["--grid", "strategy=fedavg,fedprox proximal-mu=0.01,0.1", "--seeds", "2"]
 FIXED = ["--run-config", "num-server-rounds=2 local-epochs=1", "--target", "0.15"]
@@ -93,29 +97,89 @@ def test_running_the_sweep_again_starts_no_flwr_run(
     assert [e["attempts"] for e in manifest["runs"].values()] == [1] * 8
 
 
-def test_a_failing_combination_is_recorded_and_the_others_finish(
+def restore_sigint() -> None:
+    """A shell's background job (CI) ignores SIGINT, and children inherit that; a terminal's does not."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def wait_for_text(path: Path, text: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        content = path.read_text(errors="replace") if path.exists() else ""
+        if text in content:
+            return content
+        time.sleep(0.5)
+    raise AssertionError(f"{text!r} not in {path} after {timeout} s")
+
+
+def test_ctrl_c_stops_the_run_and_the_resumed_sweep_records_a_failing_combination(
     local_flower: LocalFlower, tmp_path: Path
 ) -> None:
-    # median with f = 2 needs n > 4 sampled clients; the federation config gives the run 4 nodes,
+    # median with f = 2 needs n > 4 sampled clients; the federation config gives the runs 4 nodes,
     # which the sweep cannot know in advance: the ServerApp refuses it at run time.
-    proc = sweep(
-        local_flower,
-        tmp_path / "sweep",
+    out = tmp_path / "sweep"
+    args = [
         "--grid",
         "strategy=fedavg,median",
         "--run-config",
         "num-server-rounds=1 local-epochs=1 robust-num-byzantine=2",
         "--federation-config",
         "num-supernodes=4 client-resources-num-cpus=1",
+    ]
+    # Prepare: start the sweep, press Ctrl-C once its first run is on the SuperLink.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "sweep", *args, "--connection", "local", "--out", str(out)],
+        cwd=REPO,
+        env=local_flower.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=restore_sigint,
+    )
+    try:
+        log = wait_for_text(
+            out / "runs" / "strategy-fedavg" / "seed-42" / "flwr.log", "Successfully started run", 300
+        )
+        match = re.search(r"Successfully started run (\d+)", log)
+        assert match is not None
+        run_id = match.group(1)
+        started = descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            stop_process_tree(proc.pid)
+
+    # Assert: the sweep stopped, its flwr run and the run on the SuperLink with it; resumable.
+    assert proc.returncode == 130, output
+    assert "run the same command again to resume" in output
+    assert started and not any(Path(f"/proc/{pid}").exists() for pid in started)
+    listed = subprocess.run(
+        [str(BIN / "flwr"), "ls", "local", "--format", "json"],
+        cwd=REPO,
+        env=local_flower.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    (run,) = [r for r in json.loads(listed.stdout)["runs"] if r["run-id"] == run_id]
+    assert run["status"] == "finished:stopped", run
+    assert (
+        json.loads((out / "sweep.json").read_text())["runs"]["strategy-fedavg/seed-42"]["status"]
+        == "interrupted"
     )
 
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    manifest = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["runs"]
+    # Execute: the same sweep again.
+    again = sweep(local_flower, out, *args)
+
+    # Assert: the interrupted run ran again and finished; median failed, recorded with its reason.
+    assert again.returncode == 1, again.stdout + again.stderr
+    manifest = json.loads((out / "sweep.json").read_text())["runs"]
     ok, failed = manifest["strategy-fedavg/seed-42"], manifest["strategy-median/seed-42"]
-    assert ok["status"] == "completed", ok
-    (fedavg_run,) = find_run_dirs(tmp_path / "sweep" / "runs" / "strategy-fedavg")
-    assert read_run(fedavg_run).rounds[-1]["sampled"] == 4  # the federation config reached the run
+    assert ok["status"] == "completed" and ok["attempts"] == 2, ok
+    finished = [r for r in map(read_run, find_run_dirs(out / "runs" / "strategy-fedavg")) if r.finished]
+    assert len(finished) == 1 and finished[0].rounds[-1]["sampled"] == 4  # the federation config reached it
     assert failed["status"] == "failed" and isinstance(failed["exit_code"], int)
     assert "4 sampled clients" in (failed["reason"] or "") + (failed["log_tail"] or ""), failed
-    summary = (tmp_path / "sweep" / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
     assert "## Failed runs" in summary and "strategy=median seed=42: failed" in summary
