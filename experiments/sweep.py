@@ -39,6 +39,8 @@ from experiments.grid import (
     run_config_arg,
 )
 from experiments.runs import (
+    FINISHED,
+    INCOMPLETE,
     ExperimentError,
     RunRecord,
     find_run_dirs,
@@ -46,7 +48,7 @@ from experiments.runs import (
     read_run,
 )
 from experiments.summary import ComboSummary, plot_sweep, summarize, summary_markdown, write_summary_csv
-from server_app.run_dir import write_json_atomic
+from server_app.run_dir import RUNNING, write_json_atomic
 from tasks.config import Scalar
 
 MANIFEST = "sweep.json"
@@ -165,6 +167,12 @@ def check_manifest(manifest: Any) -> str | None:
         return "'runs' or 'run_config' is not an object"
     if "federation_config" not in manifest:
         return "'federation_config' is missing"
+    for folder, entry in manifest["runs"].items():
+        if not isinstance(entry, dict):
+            return f"runs[{folder!r}] is not an object"
+        attempts = entry.get("attempts", 0)
+        if not isinstance(attempts, int) or isinstance(attempts, bool):
+            return f"runs[{folder!r}]: 'attempts' is not an integer"
     return None
 
 
@@ -338,7 +346,7 @@ def run_sweep(
             remaining = sum(1 for p in planned[k:] if finished[p.folder] is None)
             eta = sum(durations) / len(durations) * remaining
             outcome = entry["status"]
-            if outcome not in ("completed", "stopped"):
+            if outcome not in FINISHED:
                 result.failed += 1
                 outcome = f"{outcome} (exit code {entry['exit_code']}); see {log.relative_to(out)}"
             echo(
@@ -364,6 +372,9 @@ def record_attempt(
     if record is None:
         entry["status"] = "failed"
         entry["reason"] = "no run directory: the run failed before training (see log_tail)"
+    elif record.status == RUNNING:  # flwr run returned, the ServerApp never ended the run (killed)
+        entry["status"] = INCOMPLETE
+        entry["reason"] = "the run ended with metrics.json still saying 'running' (the ServerApp was killed?)"
     else:
         entry["status"] = record.status
         entry["reason"] = "; ".join(record.notes) if record.notes else None

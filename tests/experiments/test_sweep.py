@@ -259,3 +259,21 @@ def test_sweep_command_refuses_an_unknown_key_before_creating_anything(
         "'num-rounds' is not a run-config key of this app (did you mean num-server-rounds"
         in capsys.readouterr().err
     )
+
+
+def test_a_run_left_saying_running_is_recorded_incomplete_and_a_bad_manifest_refused(tmp_path: Path) -> None:
+    def killed(run: PlannedRun, output_dir: Path, log: Path) -> int:
+        log.write_text("Killed\n")
+        RunDirectory.create(str(output_dir), "fedavg", "digits").add_round({"round": 0})  # never ended
+        return 0
+
+    one = spec(grid={"strategy": ["fedavg"], "proximal-mu": [0.1]}, seeds=[42])
+    result = run_sweep(one, tmp_path, runner=killed, echo=lambda _: None)
+
+    entry = json.loads((tmp_path / MANIFEST).read_text())["runs"]["strategy-fedavg_proximal-mu-0.1/seed-42"]
+    assert result.failed == 1 and entry["status"] == "incomplete" and "Killed" in entry["log_tail"]
+    (tmp_path / MANIFEST).write_text(
+        json.dumps({**json.loads((tmp_path / MANIFEST).read_text()), "runs": {"x": 1}})
+    )
+    with pytest.raises(ExperimentError, match="runs\\['x'\\] is not an object; move it away"):
+        run_sweep(one, tmp_path, runner=killed, echo=lambda _: None)
