@@ -23,6 +23,16 @@ import numpy as np
 
 OUTPUT_ROOT_ENV = "EDGEBLOOM_OUTPUT_ROOT"
 
+#: The files of a run directory that readers (the ``edgebloom`` command, ``experiments/``) open.
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+ERROR_FILE = "error.txt"
+
+#: ``metrics.json``'s ``status``: ``running`` until the ServerApp ends the run one of the other ways
+#: (``stopped``: a strategy ended training early on purpose, e.g. a privacy budget spent).
+RUNNING, COMPLETED, STOPPED, FAILED = "running", "completed", "stopped", "failed"
+STATUSES = (RUNNING, COMPLETED, STOPPED, FAILED)
+
 
 def resolve_output_dir(output_dir: str) -> Path:
     """Absolute directory for ``output-dir`` (see the module docstring)."""
@@ -75,8 +85,11 @@ class RunDirectory:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rounds: list[dict[str, Any]] = []
-        self.status = "running"
+        self.status = RUNNING
         self.notes: list[str] = []
+        # Wall-clock (Unix) time this process made the directory; metrics.json also records when
+        # it was last written, so readers get the run's wall time without trusting file mtimes.
+        self.started_at = time.time()
 
     @classmethod
     def create(cls, output_dir: str, strategy: str, dataset: str) -> RunDirectory:
@@ -92,7 +105,7 @@ class RunDirectory:
         raise RuntimeError(f"could not create a run directory under {root}")
 
     def write_config(self, config: Mapping[str, Any]) -> None:
-        write_json_atomic(self.path / "config.json", dict(config))
+        write_json_atomic(self.path / CONFIG_FILE, dict(config))
 
     def add_round(self, row: Mapping[str, Any]) -> None:
         """Record one round's metrics and rewrite metrics.json (nothing is lost on a crash).
@@ -105,8 +118,15 @@ class RunDirectory:
         self.write_metrics()
 
     def write_metrics(self, **extra: Any) -> None:
-        payload = {"status": self.status, "notes": self.notes, "rounds": self.rounds, **extra}
-        write_json_atomic(self.path / "metrics.json", _finite(payload))
+        payload = {
+            "status": self.status,
+            "started_at": self.started_at,
+            "updated_at": time.time(),
+            "notes": self.notes,
+            "rounds": self.rounds,
+            **extra,
+        }
+        write_json_atomic(self.path / METRICS_FILE, _finite(payload))
 
     def save_model(self, names: Sequence[str], layers: Sequence[np.ndarray]) -> Path:
         from safetensors.numpy import save_file
@@ -121,9 +141,9 @@ class RunDirectory:
 
     def fail(self, exc: BaseException) -> None:
         """Mark the run failed, keeping every round recorded so far."""
-        self.status = "failed"
+        self.status = FAILED
         self.notes.append(f"{type(exc).__name__}: {exc}")
-        (self.path / "error.txt").write_text("".join(traceback.format_exception(exc)))
+        (self.path / ERROR_FILE).write_text("".join(traceback.format_exception(exc)))
         self.write_metrics()
 
 

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-APP_PACKAGES = ("strategies", "client_app", "server_app", "tasks", "harness")
+APP_PACKAGES = ("strategies", "client_app", "server_app", "tasks", "harness", "experiments")
 MAX_TYPE_IGNORES = 10
 #: ``# type: ignore[code, ...]  # reason``: an error code and a reason after it.
 EXPLAINED_IGNORE = re.compile(r"#\s*type:\s*ignore\[[a-z0-9-]+(,\s*[a-z0-9-]+)*\]\s*#\s*\S.*")
