@@ -41,6 +41,11 @@ def format_round(row: Mapping[str, Any], num_rounds: int) -> str:
         clients += ", aggregate not finite: previous model kept"
     if row.get("attackers"):
         clients += f" ({row['attackers']} accepted from attackers)"
+    fed = f"fed acc {_fmt(row.get('federated_accuracy'))}"
+    if "fused_eval_of_round" in row:  # fused-evaluate: the previous round's model, measured this round
+        fed = (
+            f"fed acc (round {row['fused_eval_of_round']} model) {_fmt(row.get('fused_federated_accuracy'))}"
+        )
     privacy = ""
     if row.get("epsilon") is not None:  # user-level DP (dp-fedavg / dp-fedprox)
         privacy += f" | ε {row['epsilon']:.3f} (δ={row['delta']:g})"
@@ -48,9 +53,25 @@ def format_round(row: Mapping[str, Any], num_rounds: int) -> str:
         privacy += f" | client DP-SGD ε ≤ {row['dp_sgd_epsilon']:.3f}"
     return (
         f"{head} {clients} | train loss {_fmt(row.get('train_loss'))} | "
-        f"fed acc {_fmt(row.get('federated_accuracy'))} | central acc {_fmt(row.get('central_accuracy'))}"
+        f"{fed} | central acc {_fmt(row.get('central_accuracy'))}"
         f"{privacy} | {row['seconds']:.1f}s"
     )
+
+
+def fused_row(server_round: int, stats: RoundStats) -> dict[str, Any]:
+    """metrics.json fields of a fused evaluation, named for the model they judged.
+
+    Round r's train replies evaluated the model they received, round r − 1's
+    (``fused_eval_of_round``); ``federated_loss`` / ``federated_accuracy`` stay for a
+    separate evaluate stage of round r's own model.
+    """
+    return {
+        "fused_eval_of_round": server_round - 1,
+        "fused_eval_sampled": stats.fused_eval_sampled,
+        "fused_eval_succeeded": stats.fused_eval_succeeded,
+        "fused_federated_loss": stats.fused_federated_loss,
+        "fused_federated_accuracy": stats.fused_federated_accuracy,
+    }
 
 
 class RoundReporter:
@@ -111,6 +132,8 @@ class RoundReporter:
                 federated_loss=stats.federated_loss,
                 federated_accuracy=stats.federated_accuracy,
             )
+            if stats.fused_eval_sampled:  # fused-evaluate: this round's replies judged the previous model
+                row.update(fused_row(server_round, stats))
             if stats.dp_sgd_epsilon is not None:
                 row["dp_sgd_epsilon"] = stats.dp_sgd_epsilon
             if stats.dp_sgd_epsilon_by_node:  # JSON keys are strings

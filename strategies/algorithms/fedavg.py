@@ -52,6 +52,7 @@ from strategies.core.buffers import (
     select,
     with_previous_buffers,
 )
+from strategies.core.fused import aggregate_fused, check_fused, split_fused
 from strategies.core.ledger import (  # noqa: F401  (RoundStats, NodeReport, ... re-exported: their old home)
     NodeReport,
     RoundStats,
@@ -106,6 +107,7 @@ class FedAvgOptions(TypedDict, total=False):
     seed: int
     max_num_examples: int
     min_valid_replies: int
+    fused_evaluate: bool
 
 
 class FedAvg(FlowerFedAvg):
@@ -125,6 +127,11 @@ class FedAvg(FlowerFedAvg):
         Share of sampled clients that are stragglers (run 1..E−1 epochs).
     seed : int
         Seed for sampling and stragglers.
+    fused_evaluate : bool
+        Federated evaluation inside the train messages (``strategies/core/fused.py``): the
+        round's train nodes evaluate the model they receive (round r − 1's) before training,
+        and no separate evaluate stage runs. ``fraction_evaluate=0`` still turns federated
+        evaluation off.
     """
 
     #: FedAvg drops stragglers (they would not finish E epochs in time); FedProx keeps them.
@@ -144,6 +151,7 @@ class FedAvg(FlowerFedAvg):
         seed: int = 0,
         max_num_examples: int = 1_000_000,
         min_valid_replies: int = 1,
+        fused_evaluate: bool = False,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -161,6 +169,7 @@ class FedAvg(FlowerFedAvg):
         self.seed = seed
         self.max_num_examples = max_num_examples
         self.min_valid_replies = min_valid_replies
+        self.fused_evaluate = fused_evaluate
         self._spec: dict[int, ArraySpec] = {}
         self.stats: dict[int, RoundStats] = {}
         self.nodes: dict[int, NodeReport] = {}
@@ -203,7 +212,14 @@ class FedAvg(FlowerFedAvg):
             100 * self.straggler_fraction,
             "aggregated" if self.aggregates_stragglers else "dropped",
         )
+        if self.fuses_evaluation:
+            log(INFO, "\t├──> Federated evaluation fused into train messages (of the previous round's model)")
         super().summary()
+
+    @property
+    def fuses_evaluation(self) -> bool:
+        """Whether train messages ask nodes to evaluate the received model (and no evaluate stage runs)."""
+        return self.fused_evaluate and self.fraction_evaluate > 0
 
     def round_metrics(self, server_round: int) -> dict[str, Any]:
         """Per-round figures of this strategy's own for metrics.json; FedAvg has none."""
@@ -289,6 +305,8 @@ class FedAvg(FlowerFedAvg):
         """Write this strategy's own train settings into ``config`` (FedProx adds ``proximal-mu``)."""
         config[wire.SERVER_ROUND] = server_round
         config[wire.LOCAL_EPOCHS] = self.local_epochs
+        if self.fuses_evaluation:
+            config[wire.FUSED_EVALUATE] = True
 
     def train_messages(
         self, server_round: int, node_ids: list[int], arrays: ArrayRecord, config: ConfigRecord
@@ -370,6 +388,8 @@ class FedAvg(FlowerFedAvg):
         for transform in self._reply_transforms:
             replies, rejected = transform(server_round, replies)
             pre_rejected.update(rejected)
+        if self.fuses_evaluation:
+            self.record_fused_evaluation(server_round, replies)
         outcome = validate_train_replies(
             replies,
             sent=self._sent.get((server_round, MessageType.TRAIN)),
@@ -379,6 +399,44 @@ class FedAvg(FlowerFedAvg):
         )
         self.stats.setdefault(server_round, RoundStats()).record(outcome, "train")
         return outcome.valid, outcome.layers, outcome.names
+
+    def record_fused_evaluation(self, server_round: int, replies: list[Message]) -> None:
+        """Take the fused evaluation out of the round's train replies and record it (fused mode).
+
+        Each reply's fused keys are removed from its metrics (training's validation and
+        train metrics never see them). The evaluations of replies that answer this round's
+        train messages are checked like evaluate replies (a malformed one is counted in
+        ``rejected`` under its reason, as an evaluate reply is) and averaged into this
+        round's ledger as the federated evaluation of round ``server_round - 1``'s model.
+        A node that failed, or replied without an evaluation, is not counted as succeeded.
+        """
+        carried: dict[int, dict[str, object]] = {}  # id(reply) → its fused evaluation
+        for msg in replies:
+            metrics = None if msg.has_error() else msg.content.metric_records.get(METRICS_KEY)
+            if metrics is not None:
+                train, fused = split_fused(metrics)
+                if fused is not None:
+                    msg.content[METRICS_KEY] = MetricRecord(train)  # type: ignore[arg-type]
+                    carried[id(msg)] = fused
+        stats = self.stats.setdefault(server_round, RoundStats())
+        sent = self._sent.get((server_round, MessageType.TRAIN))
+        stats.fused_eval_sampled = len(sent) if sent is not None else len(replies)
+        good, _, _ = split_replies(replies, sent=sent, stage=MessageType.TRAIN)
+        parts = []
+        for msg in good:
+            fused = carried.get(id(msg))
+            if fused is None:
+                log(WARNING, "fused evaluation: node %d sent no evaluation", msg.metadata.src_node_id)
+                continue
+            rejection = check_fused(fused, max_num_examples=self.max_num_examples)
+            if rejection is None:
+                parts.append(fused)
+            else:
+                stats.reject(msg.metadata.src_node_id, MessageType.EVALUATE, rejection)
+        result = aggregate_fused(parts)
+        stats.fused_eval_succeeded = len(parts)
+        stats.fused_federated_loss = None if result is None else result.loss
+        stats.fused_federated_accuracy = None if result is None else result.accuracy
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -486,6 +544,8 @@ class FedAvg(FlowerFedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         if self.fraction_evaluate == 0:  # federated evaluation switched off
+            return []
+        if self.fuses_evaluation:  # the next round's train messages evaluate this model
             return []
         node_ids = self.select_nodes(grid, server_round, EVALUATE)
         self.stats.setdefault(server_round, RoundStats()).eval_sampled = len(node_ids)

@@ -39,8 +39,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 #: A stage bounded by ``T`` legitimately returns a little after ``T`` (a pull is in
-#: progress; the last pull downloads replies), so its deadline is ``T`` plus this grace: 10 % of ``T``, at least ``MIN_GRACE_S``, at most
-#: ``MAX_GRACE_S`` seconds.
+#: progress; the last pull downloads replies), so its deadline is ``T`` plus this grace:
+#: 10 % of ``T``, at least ``MIN_GRACE_S``, at most ``MAX_GRACE_S`` seconds.
 GRACE_FRACTION = 0.1
 MIN_GRACE_S = 10.0
 MAX_GRACE_S = 120.0
@@ -184,7 +184,9 @@ def send_and_receive_within(
     end, hard_end = start + timeout, start + timeout + extra
 
     def bounded(fn: Callable[[], Iterable[T]], what: str) -> list[T]:
-        return list(call_with_deadline(lambda: list(fn()), timeout=hard_end - clock(), what=what, budget=budget))
+        return list(
+            call_with_deadline(lambda: list(fn()), timeout=hard_end - clock(), what=what, budget=budget)
+        )
 
     # HttpGrid returns None in place of a message it could not push: nothing will answer it.
     waiting = {str(i) for i in bounded(lambda: grid.push_messages(messages), "push_messages") if i}

@@ -89,6 +89,13 @@ class RoundStats:
     train_loss: float | None = None
     federated_loss: float | None = None
     federated_accuracy: float | None = None
+    #: Fused evaluation (run config ``fused-evaluate``): this round's train replies evaluated
+    #: the model they received, round r − 1's (``strategies/core/fused.py``). Sampled: the
+    #: nodes sent train messages; succeeded: those whose evaluation counted.
+    fused_eval_sampled: int = 0
+    fused_eval_succeeded: int = 0
+    fused_federated_loss: float | None = None
+    fused_federated_accuracy: float | None = None
     #: Largest ε reported by DP-SGD clients this round (sample-level DP), if any.
     dp_sgd_epsilon: float | None = None
     #: Each DP-SGD node's own ε this round (node id → ε over all its rounds so far).

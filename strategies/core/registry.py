@@ -70,6 +70,7 @@ def common_kwargs(cfg: AppConfig) -> FedAvgOptions:
         "seed": cfg.seed,
         "max_num_examples": cfg.max_num_examples,
         "min_valid_replies": cfg.min_valid_replies,
+        "fused_evaluate": cfg.fused_evaluate,
     }
 
 

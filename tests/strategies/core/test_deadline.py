@@ -205,7 +205,9 @@ def test_push_and_pull_stops_as_soon_as_every_message_is_answered() -> None:
     grid, clock = ScriptedPulls([[], [], [0, 2], [1]]), FakeClock()
 
     # Execute
-    replies = deadline.send_and_receive_within(grid, ["a", "b", "c"], timeout=60, clock=clock, sleep=clock.sleep)
+    replies = deadline.send_and_receive_within(
+        grid, ["a", "b", "c"], timeout=60, clock=clock, sleep=clock.sleep
+    )
 
     # Assert: all three replies, four pulls, each asking only for what is still unanswered,
     # and the waits back off while nothing comes (never Flower's 3 s), then reset.
