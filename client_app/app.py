@@ -42,6 +42,7 @@ trains on its own file whole; in simulation each virtual node gets partition
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,6 +198,7 @@ def _node(context: Context, config: Mapping[str, Any], training: Training | None
 @app.train(mods=TRAIN_MODS)
 def train(msg: Message, context: Context) -> Message:
     """Train the NumPyClient on the received global model; reply with the new one."""
+    began = time.perf_counter()
     config = msg.content.config_records[wire.CONFIG]
     node = _node(context, config, Training.from_message(config, context.node_config))
     params = to_layers(msg.content.array_records[wire.ARRAYS], node.names)
@@ -208,7 +210,14 @@ def train(msg: Message, context: Context) -> Message:
     reply = RecordDict(
         {
             wire.ARRAYS: from_layers(node.names, new_params),
-            wire.METRICS: MetricRecord({**metrics, **fused, wire.NUM_EXAMPLES: num_examples}),
+            wire.METRICS: MetricRecord(
+                {
+                    **metrics,
+                    **fused,
+                    wire.NUM_EXAMPLES: num_examples,
+                    wire.HANDLER_SECONDS: time.perf_counter() - began,
+                }
+            ),
             wire.INFO: ConfigRecord({wire.DEVICE: device_kind(node.device)}),
         }
     )
@@ -227,6 +236,7 @@ def fused_evaluation(client: TorchClient, params: list, config: Mapping[str, Any
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on the node's held-out data."""
+    began = time.perf_counter()
     config = msg.content.config_records[wire.CONFIG]
     # Any client of the node will do: every kind evaluates the same model on the same
     # honest held-out data (label flipping touches training labels only).
@@ -234,6 +244,15 @@ def evaluate(msg: Message, context: Context) -> Message:
     params = to_layers(msg.content.array_records[wire.ARRAYS], node.names)
     loss, num_examples, metrics = node.client.evaluate(params, dict(config))
     reply = RecordDict(
-        {wire.METRICS: MetricRecord({wire.LOSS: loss, **metrics, wire.NUM_EXAMPLES: num_examples})}
+        {
+            wire.METRICS: MetricRecord(
+                {
+                    wire.LOSS: loss,
+                    **metrics,
+                    wire.NUM_EXAMPLES: num_examples,
+                    wire.HANDLER_SECONDS: time.perf_counter() - began,
+                }
+            )
+        }
     )
     return Message(content=reply, reply_to=msg)

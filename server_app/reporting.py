@@ -16,6 +16,7 @@ from flwr.supercore import log
 
 from server_app.run_dir import RunDirectory
 from strategies.algorithms.fedavg import NodeReport, RoundStats
+from strategies.core import phases
 from strategies.core.buffers import NON_FINITE_MODEL
 
 
@@ -142,13 +143,17 @@ class RoundReporter:
                 }
             if stats.attackers:
                 row["attackers"] = stats.attackers
+        timings = dict(self.stats[server_round].phases) if server_round in self.stats else {}
         record = None
         if self.central_eval is not None:
+            began = phases.now()
             loss, accuracy = self.central_eval(arrays)
+            timings[phases.CENTRAL_EVAL] = phases.now() - began
             row.update(central_loss=loss, central_accuracy=accuracy)
             record = MetricRecord({"loss": loss, **({"accuracy": accuracy} if accuracy is not None else {})})
         if self.extra_metrics is not None:
             row.update(self.extra_metrics(server_round))
+        row["phases"] = timings  # where the round's time went (strategies/core/phases.py)
         now = time.perf_counter()
         row["seconds"] = now - self._last
         self._last = now
@@ -156,11 +161,13 @@ class RoundReporter:
         # a crash in between leaves metrics.json a round behind, never ahead of it.
         self.run_dir.rounds.append(row)
         if server_round > 0 and self.on_round_end is not None:
+            began = phases.now()
             try:
                 self.on_round_end(server_round, arrays)
             except BaseException:
                 self.run_dir.rounds.pop()  # not checkpointed: metrics.json must not claim it
                 raise
+            timings[phases.CHECKPOINT] = phases.now() - began
         self.run_dir.write_metrics()
         log(INFO, format_round(row, self.num_rounds))
         return record

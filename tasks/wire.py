@@ -71,6 +71,9 @@ ACCURACY = "accuracy"
 UNCLIPPED = "dp-unclipped"
 #: DP-SGD: the node's ε over its whole history.
 DP_SGD_EPSILON = "dp-sgd-epsilon"
+#: Seconds the ClientApp's handler took for the message (record conversions and compute;
+#: the server's per-round phase timings, metrics.json ``phases``).
+HANDLER_SECONDS = "handler-seconds"
 SLOWDOWN_FACTOR = "slowdown-factor"
 SLOWDOWN_SECONDS = "slowdown-seconds"
 #: Fused evaluation: the received (previous round's) global model's loss, accuracy and

@@ -45,6 +45,7 @@ from flwr.serverapp.strategy import Result
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from flwr.supercore import log
 
+from strategies.core import phases
 from strategies.core.buffers import (
     check_released_model,
     is_parameter,
@@ -63,6 +64,7 @@ from strategies.core.ledger import (  # noqa: F401  (RoundStats, NodeReport, ...
     validate_train_replies,
 )
 from strategies.core.loop import EvaluateFn, run_rounds
+from strategies.core.phases import AGGREGATE, CLIENT_HANDLER, CLIENT_TRAIN, EVALUATE_STAGE, TRAIN_STAGE
 from strategies.core.protocol import ReplyTransform
 from strategies.core.records import (
     ARRAYS_KEY,
@@ -178,6 +180,8 @@ class FedAvg(FlowerFedAvg):
         self._sent: dict[tuple[int, str], list[Message]] = {}
         self._previous_buffers: dict[int, dict[str, np.ndarray]] = {}
         self._reply_transforms: list[ReplyTransform] = []
+        # (round, stage) → when the stage's messages were made (strategies/core/phases.py).
+        self._stamps: dict[tuple[int, str], float] = {}
 
     # ------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
@@ -344,6 +348,7 @@ class FedAvg(FlowerFedAvg):
             "aggregated" if self.aggregates_stragglers else "dropped",
         )
         messages = self._messages(node_ids, arrays, config, MessageType.TRAIN, per_node)
+        self._stamps[(server_round, TRAIN_STAGE)] = phases.now()
         return self.track_sent(server_round, MessageType.TRAIN, messages)
 
     def remember_global(self, server_round: int, arrays: ArrayRecord) -> None:
@@ -384,6 +389,8 @@ class FedAvg(FlowerFedAvg):
         Counts are added, so a strategy may validate a round's replies in several batches.
         """
         replies = list(replies)
+        self.time_stage(server_round, TRAIN_STAGE, replies)
+        self._stamps[(server_round, AGGREGATE)] = phases.now()
         pre_rejected: dict[int, Rejection] = {}
         for transform in self._reply_transforms:
             replies, rejected = transform(server_round, replies)
@@ -467,7 +474,20 @@ class FedAvg(FlowerFedAvg):
         metrics = aggregate_metricrecords([m.content for m in valid], self.weighted_by_key)
         stats = self.stats.setdefault(server_round, RoundStats())
         stats.finish(valid, self.nodes, _as_float(metrics.get(wire.TRAIN_LOSS)))
+        began = self._stamps.pop((server_round, AGGREGATE), None)
+        if began is not None:
+            phases.add(stats.phases, AGGREGATE, phases.now() - began)
         return metrics
+
+    def time_stage(self, server_round: int, stage: str, replies: list[Message]) -> None:
+        """Record a stage's wall time (messages made → replies here) and its replies' client times."""
+        stats = self.stats.setdefault(server_round, RoundStats())
+        began = self._stamps.pop((server_round, stage), None)
+        if began is not None:
+            phases.add(stats.phases, stage, phases.now() - began)
+        phases.add(stats.phases, CLIENT_HANDLER, phases.reply_seconds(replies, wire.HANDLER_SECONDS))
+        if stage == TRAIN_STAGE:
+            phases.add(stats.phases, CLIENT_TRAIN, phases.reply_seconds(replies, wire.TRAIN_SECONDS))
 
     def too_few_replies(self, num_valid: int) -> str | None:
         """Why ``num_valid`` valid replies are not enough to aggregate, or None."""
@@ -551,12 +571,15 @@ class FedAvg(FlowerFedAvg):
         self.stats.setdefault(server_round, RoundStats()).eval_sampled = len(node_ids)
         config[wire.SERVER_ROUND] = server_round
         messages = self._messages(node_ids, arrays, config, MessageType.EVALUATE)
+        self._stamps[(server_round, EVALUATE_STAGE)] = phases.now()
         return self.track_sent(server_round, MessageType.EVALUATE, messages)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        replies = list(replies)
+        self.time_stage(server_round, EVALUATE_STAGE, replies)
         stats = self.stats.setdefault(server_round, RoundStats())
         good, rejections, failures = split_replies(
-            list(replies),
+            replies,
             sent=self._sent.get((server_round, MessageType.EVALUATE)),
             stage=MessageType.EVALUATE,
         )
