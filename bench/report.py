@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -40,35 +41,50 @@ def machine(results: dict[str, Any]) -> str:
     return _table(["", ""], rows)
 
 
+def _label(c: dict[str, Any]) -> str:
+    return f"{c['model']}, {c['nodes']} clients, {c['per_round']}/round, E={c['epochs']}"
+
+
 def overhead(results: dict[str, Any]) -> str:
     o = results["overhead"]
-    rows, starts, baselines = [], [], []
+    rows, starts, baselines, breakdowns = [], [], [], []
     for c in o["configs"]:
-        label = f"{c['model']}, {c['nodes']} clients, {c['per_round']}/round, E={c['epochs']}"
+        label = _label(c)
         if "error" in c:
             rows.append([label, "failed", "", "", "", c["error"].splitlines()[0][:120]])
             continue
-        rows.append(
-            [
-                label,
-                _f(c["plain_steady_s"]),
-                _f(c["sim_steady_s"]),
-                _f(c["overhead_s"]),
-                f"**{c['ratio']:.2f}**",
-                _f(c["startup"]["total_s"], ".1f"),
-            ]
-        )
-        s = c["startup"]
-        starts.append(
-            [
-                label,
-                "edgebloom",
-                _f(s["cli_submit_s"], ".1f"),
-                _f(s["serverapp_ready_s"], ".1f"),
-                _f(s["first_round_extra_s"], ".1f"),
-                f"**{_f(s['total_s'], '.1f')}**",
-            ]
-        )
+        runs = [(label, "edgebloom", c)]
+        fused = c.get("fused")
+        if fused and "error" in fused:
+            rows.append(
+                [f"{label}, fused-evaluate", "failed", "", "", "", fused["error"].splitlines()[0][:120]]
+            )
+        elif fused:
+            runs.append((f"{label}, fused-evaluate", "edgebloom, fused-evaluate", fused))
+        for row_label, app, r in runs:
+            rows.append(
+                [
+                    row_label,
+                    _f(c["plain_steady_s"]),
+                    _f(r["sim_steady_s"]),
+                    _f(r["overhead_s"]),
+                    f"**{r['ratio']:.2f}**",
+                    _f(r["startup"]["total_s"], ".1f"),
+                ]
+            )
+            s = r["startup"]
+            starts.append(
+                [
+                    label,
+                    app,
+                    _f(s["cli_submit_s"], ".1f"),
+                    _f(s["serverapp_ready_s"], ".1f"),
+                    _f(s["first_round_extra_s"], ".1f"),
+                    f"**{_f(s['total_s'], '.1f')}**",
+                ]
+            )
+            if r.get("breakdown"):
+                breakdowns.append(breakdown_row(label, app, r["breakdown"]))
         if c.get("baseline") or c.get("before"):
             baselines.append(
                 [
@@ -81,10 +97,12 @@ def overhead(results: dict[str, Any]) -> str:
                     _f(c["peak_memory"]["rss_mib"], ".0f"),
                 ]
             )
-        for key, name in (("baseline", "quickstart-style"), ("before", "edgebloom before (6c2c135)")):
+        for key, name in (("baseline", "quickstart-style"), ("before", "edgebloom before")):
             b = c.get(key)
             if not b:
                 continue
+            if key == "before":  # the --compare-app checkout, e.g. a `git archive` named by its commit
+                name = f"{name} ({Path(str(b.get('app', 'compare-app'))).name})"
             if "error" in b:
                 baselines.append([label, name, "failed", "", "", b["error"].splitlines()[0][:100]])
                 continue
@@ -110,6 +128,15 @@ def overhead(results: dict[str, Any]) -> str:
                     f"**{_f(bs['total_s'], '.1f')}**",
                 ]
             )
+            if b.get("breakdown"):
+                breakdowns.append(breakdown_row(label, name, b["breakdown"]))
+    walk = o.get("fab_walk")
+    walk_note = (
+        f" Measured in this run: {walk['project_s']:.1f} s to list the {walk['project_files']:,} files under "
+        f"the repository, {walk['copy_s']:.2f} s for the {walk['copy_files']} files of the app alone."
+        if walk
+        else ""
+    )
     parts = [
         _table(
             [
@@ -123,14 +150,19 @@ def overhead(results: dict[str, Any]) -> str:
             rows,
         ),
         "",
+        "`fused-evaluate` rows: the same rounds with the federated evaluation fused into the train messages "
+        '(README "Configuration"): one round trip per round; each round\'s evaluation is of the previous '
+        "round's model, on that round's train sample (the same number of clients and examples evaluated as "
+        "the plain-PyTorch reference).",
+        "",
         "Fixed start-up, from `flwr run` to the end of round 1 minus one steady round: the CLI building and "
         "submitting the app; the simulation process starting, installing the app and the ServerApp loading "
         "its data and model (until Flower logs `[ROUND 1/`); and round 1's extra time over a steady round "
         "(Ray start, actor start, imports in the actor, first data load, first torch call). "
-        "`flwr run`'s FAB build walks every file under the project directory before it applies "
-        "`fab-include`, so a virtual environment inside the project (`.venv/`, as README's install "
-        "creates it) costs seconds of CLI time: about 4 s for a 6 GB torch environment here "
-        "(`flwr build` 5.0 s with it, the quickstart-style app beside it 0.8 s).",
+        "`flwr run` is given the app's source files without the project's virtual environment, the layout "
+        "README recommends: Flower 1.41's FAB build lists every file under the project directory before it "
+        "applies `.gitignore` or `fab-include` (`flwr/cli/utils.py:550`, `collect_files`), so a `.venv/` "
+        "inside the project costs the CLI seconds." + walk_note,
         "",
         _table(
             ["config", "app", "CLI + submit s", "ServerApp ready s", "round 1 extra s", "total s"], starts
@@ -140,8 +172,8 @@ def overhead(results: dict[str, Any]) -> str:
         parts += [
             "",
             "The same rounds with a quickstart-style client that reloads its data and rebuilds its model on "
-            "every call (`bench/baseline_app`), and with edgebloom as it was before this benchmark "
-            "(where measured), against the same plain-PyTorch reference:",
+            "every call (`bench/baseline_app`), and with edgebloom as it was before (`--compare-app`, where "
+            "measured), against the same plain-PyTorch reference:",
             "",
             _table(
                 [
@@ -156,7 +188,58 @@ def overhead(results: dict[str, Any]) -> str:
                 baselines,
             ),
         ]
+    if breakdowns:
+        parts += ["", "### Overhead breakdown", "", BREAKDOWN_NOTE, "", _table(BREAKDOWN_HEADER, breakdowns)]
     return "\n".join(parts)
+
+
+BREAKDOWN_HEADER = [
+    "config",
+    "app",
+    "round s",
+    "plain s",
+    "ClientApp handlers s",
+    "handlers − plain s",
+    "engine s",
+    "engine ms/message",
+    "aggregate s",
+    "central eval s",
+    "checkpoint s",
+    "rest s",
+]
+
+BREAKDOWN_NOTE = (
+    "Median steady round (rounds 2..R), from the app's own per-round phase timings in metrics.json "
+    "(`strategies/core/phases.py`; `bench/breakdown.py`), no profiler. *ClientApp handlers*: the "
+    "handlers' time over the round's replies (training, evaluation, record conversions; one actor runs "
+    "them one after another); *handlers − plain*: that minus the plain-PyTorch round doing the same "
+    "training and evaluation, i.e. the app's own per-message work; *engine*: the train and evaluate "
+    "stages' wall time (messages made → replies validated) minus the handlers: Flower's engine between "
+    "the ServerApp and the handler (Ray task submission and actor dispatch, pickling the model into "
+    "every message and the reply back, the message extractor's 0.1 s walk over every virtual node, "
+    "the Grid's polling); *aggregate*: validation and the rule; *rest*: the round's remaining time "
+    "(configure, metrics.json, logs). Central evaluation is off in these runs (`central-eval=false`); "
+    "a run without phase timings (an older checkout) shows its round time only."
+)
+
+
+def breakdown_row(label: str, app: str, b: dict[str, Any]) -> list[str]:
+    if not b.get("phases"):
+        return [label, app, _f(b["round_s"]), _f(b["plain_s"]), *(["–"] * (len(BREAKDOWN_HEADER) - 4))]
+    return [
+        label,
+        app,
+        _f(b["round_s"]),
+        _f(b["plain_s"]),
+        _f(b["handler_s"]),
+        _f(b["handler_beyond_plain_s"]),
+        f"**{_f(b['engine_s'])}**",
+        _f(b["engine_per_message_ms"], ".0f"),
+        _f(b["aggregate_s"], ".3f"),
+        _f(b["central_eval_s"], ".3f"),
+        _f(b["checkpoint_s"], ".3f"),
+        _f(b["rest_s"], ".3f"),
+    ]
 
 
 def aggregation(results: dict[str, Any]) -> str:
