@@ -75,7 +75,7 @@ def test_overhead_breaks_each_round_down_and_runs_fused_evaluate(quick: tuple[di
         b = c["breakdown"]
         assert b["phases"] and b["round_s"] == pytest.approx(c["sim_steady_s"])
         assert b["stages_s"] >= b["handler_s"] >= b["client_train_s"] > 0
-        assert b["engine_s"] == pytest.approx(b["stages_s"] - b["handler_s"], abs=0.05)
+        assert 0 <= b["engine_s"] <= b["stages_s"]
         assert b["messages"] == 2 * c["per_round"] and abs(b["rest_s"]) < 0.5 * b["round_s"]
         # The fused variant: one message per sampled client and round, same reference.
         fused = c["fused"]
