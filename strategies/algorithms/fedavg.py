@@ -417,19 +417,19 @@ class FedAvg(FlowerFedAvg):
         round's ledger as the federated evaluation of round ``server_round - 1``'s model.
         A node that failed, or replied without an evaluation, is not counted as succeeded.
         """
-        carried: dict[int, dict[str, object]] = {}  # id(reply) → its fused evaluation
+        carried: dict[int, Mapping[str, object]] = {}  # id(reply) → its fused evaluation
         for msg in replies:
             metrics = None if msg.has_error() else msg.content.metric_records.get(METRICS_KEY)
             if metrics is not None:
-                train, fused = split_fused(metrics)
-                if fused is not None:
-                    msg.content[METRICS_KEY] = MetricRecord(train)  # type: ignore[arg-type]
-                    carried[id(msg)] = fused
+                train, carried_part = split_fused(metrics)
+                if carried_part is not None:
+                    msg.content[METRICS_KEY] = MetricRecord(train)
+                    carried[id(msg)] = carried_part
         stats = self.stats.setdefault(server_round, RoundStats())
         sent = self._sent.get((server_round, MessageType.TRAIN))
         stats.fused_eval_sampled = len(sent) if sent is not None else len(replies)
         good, _, _ = split_replies(replies, sent=sent, stage=MessageType.TRAIN)
-        parts = []
+        parts: list[Mapping[str, object]] = []
         for msg in good:
             fused = carried.get(id(msg))
             if fused is None:

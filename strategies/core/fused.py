@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from strategies.core.reply_checks import (
     INVALID_METRIC_TYPE,
@@ -31,6 +32,8 @@ from strategies.core.reply_checks import (
     check_num_examples,
 )
 from tasks import wire
+
+V = TypeVar("V")
 
 #: The reply metric keys of a fused evaluation.
 FUSED_KEYS = (wire.FUSED_LOSS, wire.FUSED_ACCURACY, wire.FUSED_NUM_EXAMPLES)
@@ -55,7 +58,7 @@ class FusedResult:
     num_examples: int
 
 
-def split_fused(metrics: Mapping[str, object]) -> tuple[dict[str, object], dict[str, object] | None]:
+def split_fused(metrics: Mapping[str, V]) -> tuple[dict[str, V], dict[str, V] | None]:
     """A train reply's metrics without the fused keys, and the fused part (None if it has none).
 
     Parameters

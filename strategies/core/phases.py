@@ -42,7 +42,8 @@ def reply_seconds(replies: Iterable[Message], key: str) -> float:
     for msg in replies:
         if msg.has_error():
             continue
-        value = msg.content.metric_records.get(wire.METRICS, {}).get(key)
+        metrics = msg.content.metric_records.get(wire.METRICS)
+        value = None if metrics is None else metrics.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
             total += float(value)
     return total

@@ -63,7 +63,10 @@ def client_reply(
         NAMES, global_layers, list(local.values()), config, RecordDict() if state is None else state
     )
     return make_reply(
-        msg.metadata.dst_node_id, metrics={"num-examples": n}, extra={key: arrays}, reply_to=msg.metadata.message_id
+        msg.metadata.dst_node_id,
+        metrics={"num-examples": n},
+        extra={key: arrays},
+        reply_to=msg.metadata.message_id,
     )
 
 
