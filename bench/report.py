@@ -414,6 +414,56 @@ The "edgebloom before (6c2c135)" rows are the commit before these changes, run i
 benchmark run (`--compare-app`, a `git archive` of it)."""
 
 
+ENGINE_NOTES = """\
+### Engine overhead at small local work (issue 16)
+
+Where a steady round's overhead goes is measured in every benchmark run now ("Overhead
+breakdown" under "Simulation overhead", from the app's per-round phase timings), so the
+before and after of a change are two rows of one run. What was ours, and changed:
+
+1. **The evaluate round trip.** A round was two stages, each paying the engine's fixed cost per
+   stage and per message (the model pickled into every message and reply, the message
+   extractor's wait, the pull). `fused-evaluate=true` (README "Configuration") evaluates the
+   received model inside the train message: one stage, half the messages; compare the
+   `fused-evaluate` rows with the rows above them.
+2. **The pull interval.** The ServerApp no longer calls `Grid.send_and_receive`, which sleeps a
+   fixed interval between pulls (`InMemoryGrid`, the simulation's: 0.1 s,
+   `flwr/superlink/grid/inmemory_grid.py:177`; `HttpGrid`, a deployed ServerApp's: 3 s,
+   `flwr/superlink/grid/http_grid.py:412`). `strategies/core/deadline.py` pushes once and pulls
+   0.01 s after any pull that brought replies, backing off to 0.2 s while none come, bounded by
+   the same round deadline.
+3. **The CLI's walk of the project.** `flwr run` lists every file under the project directory
+   before it applies `.gitignore` or `fab-include` (`flwr/cli/utils.py:550`, `collect_files`,
+   which calls `is_symlink()` and `resolve()` per file): 14 s for the 59,555 files of a 6.8 GB
+   in-project `.venv` on this machine under load, 0.2 s without it. README recommends the
+   environment outside the project (or `.venv` as a symlink to it: the walk does not follow
+   symlinked directories); the benchmark runs the app that way and times the walk separately.
+4. Measured and left: the ClientApp's own per-message work (handlers minus plain PyTorch) is
+   within the noise; the per-round checkpoint (atomic write + fsync of the model) and
+   metrics.json are the *checkpoint* and *rest* columns; plots are drawn once, at the end; the
+   ClientApp's imports load no optional library (Opacus, dp-accounting, matplotlib, safetensors
+   stay lazy; `python -X importtime -c "import client_app.app"`: torch and flwr are all but
+   ~0.3 s of it). The ServerApp imports SciPy's BLAS for aggregation (about 0.5–0.8 s); making
+   it lazy would move it into round 1, not remove it.
+
+Flower's settings used: one actor with all cores (`client-resources-num-cpus` = cores: the
+benchmark compares against one plain process); Ray's dashboard is already off
+(`raybackend.py:110`). What would need an upstream change (flwr 1.41):
+
+- the simulation's message extractor walks every virtual node and then waits 0.1 s
+  (`flwr/server/superlink/fleet/vce/vce_api.py:176-180`, not configurable): a message waits up
+  to 0.1 s before a worker sees it, and with 1000 nodes each walk is 1000 `get_message_ins`
+  calls competing with training for the cores;
+- every message is its own Ray task carrying the whole model (`raybackend.py:174`,
+  `a.run.remote(a_fn, mssg, cid, state)`): the same global model is pickled into the object
+  store once per message, and the reply pickled back; one shared object reference per round
+  would send it once;
+- the FAB build's walk (`cli/utils.py:550`) could prune ignored directories while walking;
+- `HttpGrid.send_and_receive`'s 3 s and `InMemoryGrid`'s 0.1 s pull intervals could be
+  parameters (worked around here, see 2).
+"""
+
+
 def render(results: dict[str, Any]) -> str:
     parts = [
         "# Benchmarks",
@@ -448,7 +498,7 @@ def render(results: dict[str, Any]) -> str:
         ]
     if "compression" in results:
         parts += ["", "## Update compression: bytes and accuracy", "", compression(results["compression"])]
-    parts += ["", "## Profile and optimizations", "", PROFILE_NOTES]
+    parts += ["", "## Profile and optimizations", "", PROFILE_NOTES, "", ENGINE_NOTES]
     return "\n".join(parts) + "\n"
 
 
