@@ -464,6 +464,20 @@ benchmark compares against one plain process); Ray's dashboard is already off
 """
 
 
+def engine(result: dict[str, Any]) -> str:
+    """``python -m bench.engine``: the targets now, fused, and with an earlier checkout, in one run."""
+    loads = ", ".join("/".join(f"{x:.1f}" for x in la) for la in result.get("load_average", []) if la)
+    machine = result.get("machine", {})
+    compare = result.get("compare_app", "DIR")
+    head = (
+        f"*Run separately (`python -m bench.engine --compare-app {compare}`), started {result['started']} "
+        f"on {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; load average (1/5/15 min) at the "
+        f"start and after each config: {loads}. Rows are comparable with each other only; a load far above "
+        "the core count slows every row and inflates start-up most.*"
+    )
+    return head + "\n\n" + overhead({"overhead": result["overhead"]})
+
+
 def render(results: dict[str, Any]) -> str:
     parts = [
         "# Benchmarks",
@@ -498,6 +512,8 @@ def render(results: dict[str, Any]) -> str:
         ]
     if "compression" in results:
         parts += ["", "## Update compression: bytes and accuracy", "", compression(results["compression"])]
+    if "engine" in results:
+        parts += ["", "## Engine overhead before and after (issue 16)", "", engine(results["engine"])]
     parts += ["", "## Profile and optimizations", "", PROFILE_NOTES, "", ENGINE_NOTES]
     return "\n".join(parts) + "\n"
 
