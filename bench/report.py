@@ -130,7 +130,28 @@ def overhead(results: dict[str, Any]) -> str:
             )
             if b.get("breakdown"):
                 breakdowns.append(breakdown_row(label, name, b["breakdown"]))
+    fused_note = (
+        [
+            "`fused-evaluate` rows: the same rounds with the federated evaluation fused into the train "
+            'messages (README "Configuration"): one round trip per round; each round\'s evaluation is of the '
+            "previous round's model, on that round's train sample (the same number of clients and examples "
+            "evaluated as the plain-PyTorch reference).",
+            "",
+        ]
+        if any(c.get("fused") for c in o["configs"])
+        else []
+    )
     walk = o.get("fab_walk")
+    cli_note = (
+        "`flwr run` is given the app's source files without the project's virtual environment, the layout "
+        "README recommends: Flower 1.41's FAB build lists every file under the project directory before it "
+        "applies `.gitignore` or `fab-include` (`flwr/cli/utils.py:550`, `collect_files`), so a `.venv/` "
+        "inside the project costs the CLI seconds."
+        if walk
+        else "`flwr run`'s FAB build walks every file under the project directory before it applies "
+        "`fab-include`, so a virtual environment inside the project (`.venv/`) costs seconds of CLI time "
+        "(these runs built the project with its `.venv` inside; later runs build a copy without it)."
+    )
     walk_note = (
         f" Measured in this run: {walk['project_s']:.1f} s to list the {walk['project_files']:,} files under "
         f"the repository, {walk['copy_s']:.2f} s for the {walk['copy_files']} files of the app alone."
@@ -150,19 +171,13 @@ def overhead(results: dict[str, Any]) -> str:
             rows,
         ),
         "",
-        "`fused-evaluate` rows: the same rounds with the federated evaluation fused into the train messages "
-        '(README "Configuration"): one round trip per round; each round\'s evaluation is of the previous '
-        "round's model, on that round's train sample (the same number of clients and examples evaluated as "
-        "the plain-PyTorch reference).",
-        "",
+        *fused_note,
         "Fixed start-up, from `flwr run` to the end of round 1 minus one steady round: the CLI building and "
         "submitting the app; the simulation process starting, installing the app and the ServerApp loading "
         "its data and model (until Flower logs `[ROUND 1/`); and round 1's extra time over a steady round "
         "(Ray start, actor start, imports in the actor, first data load, first torch call). "
-        "`flwr run` is given the app's source files without the project's virtual environment, the layout "
-        "README recommends: Flower 1.41's FAB build lists every file under the project directory before it "
-        "applies `.gitignore` or `fab-include` (`flwr/cli/utils.py:550`, `collect_files`), so a `.venv/` "
-        "inside the project costs the CLI seconds." + walk_note,
+        + cli_note
+        + walk_note,
         "",
         _table(
             ["config", "app", "CLI + submit s", "ServerApp ready s", "round 1 extra s", "total s"], starts
