@@ -490,6 +490,14 @@ def engine(result: dict[str, Any]) -> str:
         f"start and after each config: {loads}. Rows are comparable with each other only; a load far above "
         "the core count slows every row and inflates start-up most.*"
     )
+    cores = machine.get("cores") or 1
+    if any(la and la[0] > 2 * cores for la in result.get("load_average", [])):
+        head += (
+            "\n\n*This run shared the machine with far more work than it has cores: the plain-PyTorch "
+            "reference and each simulation ran at different moments of contention, so the ratios and "
+            "start-up times here are not meaningful. What is: the breakdown's columns measured inside one "
+            "run (engine = the stages minus the handlers), and the round time of rows run back to back.*"
+        )
     return head + "\n\n" + overhead({"overhead": result["overhead"]})
 
 
