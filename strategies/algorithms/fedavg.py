@@ -28,7 +28,12 @@ hooks only (no wrapper reads its private attributes):
 - aggregation: ``valid_train_replies`` (pure validation, ``strategies/core/ledger.py``,
   recorded in the round's ledger), ``aggregate_layers`` (the rule), ``apply_aggregate``
   (a server optimizer's step), ``release_model`` (the final check) and ``finish_round``
-  (the one place a round's nodes, loss, DP-SGD ε and attackers are recorded).
+  (the one place a round's nodes, loss, DP-SGD ε and attackers are recorded);
+- fused evaluation (``fused_evaluate``, ``strategies/core/fused.py``): train messages ask
+  for it, ``valid_train_replies`` takes it out of the replies (``record_fused_evaluation``)
+  before any wrapper's rule sees them, and no evaluate stage runs;
+- phase timings (``strategies/core/phases.py``): the stages and aggregation, timed from these
+  hooks (``time_stage``), in the round's ledger.
 """
 
 from __future__ import annotations
