@@ -475,6 +475,11 @@ benchmark compares against one plain process); Ray's dashboard is already off
   `a.run.remote(a_fn, mssg, cid, state)`): the same global model is pickled into the object
   store once per message, and the reply pickled back; one shared object reference per round
   would send it once;
+- the Ray actor imports the ClientApp (PyTorch, about 2–3 s on a quiet core) only when the
+  first message reaches it, after the ServerApp's own start-up; an actor-start hook (Flower
+  offers one for TensorFlow only, `raybackend.py:94-99`; it sets Ray's `runtime_env` itself,
+  `raybackend.py:119-121`, so no `worker_process_setup_hook` can be passed) would overlap the
+  two in round 1;
 - the FAB build's walk (`cli/utils.py:550`) could prune ignored directories while walking;
 - `HttpGrid.send_and_receive`'s 3 s and `InMemoryGrid`'s 0.1 s pull intervals could be
   parameters (worked around here, see 2).
