@@ -482,7 +482,8 @@ benchmark compares against one plain process); Ray's dashboard is already off
   two in round 1;
 - the FAB build's walk (`cli/utils.py:550`) could prune ignored directories while walking;
 - `HttpGrid.send_and_receive`'s 3 s and `InMemoryGrid`'s 0.1 s pull intervals could be
-  parameters (worked around here, see 2).
+  settings (`InMemoryGrid` takes `pull_interval`, but the simulation builds it with the
+  default, `flwr/simulation/run_simulation.py:301`; worked around here, see 2).
 """
 
 
