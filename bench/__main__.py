@@ -24,7 +24,7 @@ from bench.machine import load_average, machine_info
 
 SECTIONS = ("overhead", "aggregation", "scale", "efficiency")
 #: Results other benchmark modules may leave in the output directory; included if present.
-OPTIONAL = {"async_vs_sync": "async_vs_sync.json", "compression": "compression.json"}
+OPTIONAL = {"async_vs_sync": "async_vs_sync.json", "compression": "compression.json", "engine": "engine.json"}
 
 
 def start_in(directory: Path, home: Path) -> LocalFlower:

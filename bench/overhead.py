@@ -11,18 +11,30 @@ over that of the plain loop. Round 1 of the simulation also starts Ray and the a
 that and everything before it is the fixed start-up, reported separately.
 
 The quickstart-style baseline app (``bench/baseline_app``: reloads its data and rebuilds
-its model on every call) is run the same way on the headline configs.
+its model on every call) is run the same way on the headline configs, and the configs
+marked ``fused`` once more with ``fused-evaluate=true`` (one round trip per round). Each
+edgebloom run's steady rounds are broken down into where the overhead goes
+(:mod:`bench.breakdown`, from the app's per-round phase timings).
+
+``flwr run`` is given a copy of the app's source files (:func:`app_copy`), as a project
+with its virtual environment outside it would be: Flower 1.41's FAB build walks every
+file under the project directory before it filters any (``flwr/cli/utils.py:550``), so a
+``.venv`` inside the project costs the CLI seconds. That walk is timed on the repository
+itself too (``fab_walk``), for the record.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from bench import breakdown
 from bench.data import random_images_npz
 from bench.localflower import REPO, LocalFlower
 from bench.sim import SimRun, run_app, steady_seconds
@@ -43,6 +55,7 @@ def configs(quick: bool) -> list[dict[str, Any]]:
                 "rounds": 3,
                 "epochs": 1,
                 "baseline": True,
+                "fused": True,
             },
         ]
     out = []
@@ -57,6 +70,8 @@ def configs(quick: bool) -> list[dict[str, Any]]:
                     "rounds": rounds,
                     "epochs": 5,
                     "baseline": nodes == 100,
+                    # Issue 16's digits target: 10 clients, all 10 per round, E=5.
+                    "fused": model == "digits-cnn" and nodes == 10,
                 }
             )
     # The headline config with one local epoch: a fifth of the compute per message.
@@ -69,8 +84,48 @@ def configs(quick: bool) -> list[dict[str, Any]]:
             "rounds": 4,
             "epochs": 1,
             "baseline": True,
+            "fused": True,
         }
     )
+    return out
+
+
+#: Config keys that say which extra runs to make, not what to measure.
+VARIANT_KEYS = ("baseline", "fused")
+
+
+def app_copy(work: Path) -> Path:
+    """The app's source files (git's tracked and untracked-not-ignored files) in ``work/edgebloom``.
+
+    What ``flwr run`` bundles either way, without the project's virtual environment and
+    caches: the layout README recommends (the environment outside the project). Without
+    git (a ``git archive`` checkout under ``--compare-app``), the repository itself.
+    """
+    proc = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return REPO
+    target = work / "edgebloom"
+    for name in filter(None, proc.stdout.decode().split("\0")):
+        source = REPO / name
+        if source.is_file() and not source.is_symlink():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target / name)
+    return target
+
+
+def fab_walk(app: Path) -> dict[str, float | int]:
+    """Seconds Flower's FAB build spends listing the project's files before it filters them."""
+    from flwr.cli.utils import collect_files
+
+    out: dict[str, float | int] = {}
+    for key, root in (("project", REPO), ("copy", app)):
+        began = time.perf_counter()
+        files = collect_files(root)
+        out[f"{key}_s"], out[f"{key}_files"] = time.perf_counter() - began, len(files)
     return out
 
 
@@ -127,15 +182,21 @@ def run_one(
     work: Path,
     cores: int,
     compare: tuple[LocalFlower, Path] | None = None,
+    app: Path = REPO,
 ) -> dict[str, Any]:
     name = f"{cfg['model']}-{cfg['nodes']}n-{cfg['per_round']}pr-e{cfg['epochs']}"
     dataset = random_images_npz(work / "data", cfg["data"], cfg["nodes"] * EXAMPLES_PER_CLIENT)
     out_dir = work / "runs" / name
     run_config = app_run_config(cfg, dataset, out_dir)
     sim = run_app(
-        flower, run_config=run_config, num_supernodes=cfg["nodes"], num_cpus_per_client=cores, outputs=out_dir
+        flower,
+        run_config=run_config,
+        num_supernodes=cfg["nodes"],
+        num_cpus_per_client=cores,
+        app=app,
+        outputs=out_dir,
     )
-    result: dict[str, Any] = {**{k: v for k, v in cfg.items() if k != "baseline"}, "name": name}
+    result: dict[str, Any] = {**{k: v for k, v in cfg.items() if k not in VARIANT_KEYS}, "name": name}
     if sim.metrics is None or sim.metrics.get("status") != "completed":
         tail = "\n".join(sim.text().splitlines()[-30:])
         raise RuntimeError(f"simulation {name} did not complete (rc={sim.returncode}):\n{tail}")
@@ -154,7 +215,19 @@ def run_one(
         peak_memory=sim.peak_memory,
         params=reference["params"],
         wall_s=sim.wall_s,
+        breakdown=breakdown.of_run(sim.metrics["rounds"], plain_steady),
     )
+    if cfg.get("fused"):
+        result["fused"] = run_compare(
+            flower,
+            cfg,
+            dataset,
+            work / "runs" / f"{name}-fused",
+            cores,
+            plain_steady,
+            app,
+            extra={"fused-evaluate": True},
+        )
     if cfg.get("baseline") and compare is not None:
         result["before"] = run_compare(
             compare[0], cfg, dataset, work / "runs" / f"{name}-before", cores, plain_steady, compare[1]
@@ -174,16 +247,18 @@ def run_compare(
     cores: int,
     plain_steady: float,
     app: Path,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The same config with another checkout of edgebloom (e.g. the commit before an optimization).
 
     ``flower`` must have been started with that checkout as its working directory: Ray's
     actors import the ClientApp's modules from the SuperLink's working directory (which
-    comes first on their ``sys.path``), not from the installed app bundle.
+    comes first on their ``sys.path``), not from the installed app bundle. ``extra``:
+    run-config keys on top of the config's (``fused-evaluate``).
     """
     sim = run_app(
         flower,
-        run_config=app_run_config(cfg, dataset, out_dir),
+        run_config={**app_run_config(cfg, dataset, out_dir), **(extra or {})},
         num_supernodes=cfg["nodes"],
         num_cpus_per_client=cores,
         app=app,
@@ -202,6 +277,7 @@ def run_compare(
         "overhead_s": steady - plain_steady,
         "startup": startup(sim, rounds[0], steady),
         "peak_memory": sim.peak_memory,
+        "breakdown": breakdown.of_run(sim.metrics["rounds"], plain_steady),
     }
 
 
@@ -248,10 +324,17 @@ def run(
     flower: LocalFlower, work: Path, quick: bool, compare: tuple[LocalFlower, Path] | None = None
 ) -> dict[str, Any]:
     cores = os.cpu_count() or 1
+    app = app_copy(work)
     results = []
     for cfg in configs(quick):
         try:
-            results.append(run_one(flower, cfg, work, cores, compare))
+            results.append(run_one(flower, cfg, work, cores, compare, app))
         except Exception as exc:  # noqa: BLE001  (report what failed, measure the rest)
             results.append({**cfg, "error": str(exc)[-2000:]})
-    return {"examples_per_client": EXAMPLES_PER_CLIENT, "actors": 1, "threads": 1, "configs": results}
+    return {
+        "examples_per_client": EXAMPLES_PER_CLIENT,
+        "actors": 1,
+        "threads": 1,
+        "configs": results,
+        "fab_walk": fab_walk(app),
+    }

@@ -47,7 +47,7 @@ def run_plain(run_config: dict[str, Any], num_nodes: int, rounds: int, threads: 
 
     setup = time.perf_counter() - start
     nodes = list(range(num_nodes))
-    seconds, losses, accuracies = [], [], []
+    seconds, train_seconds, losses, accuracies = [], [], [], []
     for rnd in range(1, rounds + 1):
         t0 = time.perf_counter()
         k = sample_size(num_nodes, cfg.fraction_train, cfg.min_train_nodes)
@@ -70,6 +70,7 @@ def run_plain(run_config: dict[str, Any], num_nodes: int, rounds: int, threads: 
             updates.append(get_weights(model))
             weights.append(result.num_examples)
         global_weights = weighted_average(updates, weights)
+        train_seconds.append(time.perf_counter() - t0)
         if cfg.fraction_evaluate > 0:
             k = sample_size(num_nodes, cfg.fraction_evaluate, cfg.min_evaluate_nodes)
             loss_sum = acc_sum = count = 0.0
@@ -85,6 +86,7 @@ def run_plain(run_config: dict[str, Any], num_nodes: int, rounds: int, threads: 
         seconds.append(time.perf_counter() - t0)
     return {
         "round_seconds": seconds,
+        "train_seconds": train_seconds,
         "setup_seconds": setup,
         "federated_loss": losses,
         "federated_accuracy": accuracies,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -40,35 +41,50 @@ def machine(results: dict[str, Any]) -> str:
     return _table(["", ""], rows)
 
 
+def _label(c: dict[str, Any]) -> str:
+    return f"{c['model']}, {c['nodes']} clients, {c['per_round']}/round, E={c['epochs']}"
+
+
 def overhead(results: dict[str, Any]) -> str:
     o = results["overhead"]
-    rows, starts, baselines = [], [], []
+    rows, starts, baselines, breakdowns = [], [], [], []
     for c in o["configs"]:
-        label = f"{c['model']}, {c['nodes']} clients, {c['per_round']}/round, E={c['epochs']}"
+        label = _label(c)
         if "error" in c:
             rows.append([label, "failed", "", "", "", c["error"].splitlines()[0][:120]])
             continue
-        rows.append(
-            [
-                label,
-                _f(c["plain_steady_s"]),
-                _f(c["sim_steady_s"]),
-                _f(c["overhead_s"]),
-                f"**{c['ratio']:.2f}**",
-                _f(c["startup"]["total_s"], ".1f"),
-            ]
-        )
-        s = c["startup"]
-        starts.append(
-            [
-                label,
-                "edgebloom",
-                _f(s["cli_submit_s"], ".1f"),
-                _f(s["serverapp_ready_s"], ".1f"),
-                _f(s["first_round_extra_s"], ".1f"),
-                f"**{_f(s['total_s'], '.1f')}**",
-            ]
-        )
+        runs = [(label, "edgebloom", c)]
+        fused = c.get("fused")
+        if fused and "error" in fused:
+            rows.append(
+                [f"{label}, fused-evaluate", "failed", "", "", "", fused["error"].splitlines()[0][:120]]
+            )
+        elif fused:
+            runs.append((f"{label}, fused-evaluate", "edgebloom, fused-evaluate", fused))
+        for row_label, app, r in runs:
+            rows.append(
+                [
+                    row_label,
+                    _f(c["plain_steady_s"]),
+                    _f(r["sim_steady_s"]),
+                    _f(r["overhead_s"]),
+                    f"**{r['ratio']:.2f}**",
+                    _f(r["startup"]["total_s"], ".1f"),
+                ]
+            )
+            s = r["startup"]
+            starts.append(
+                [
+                    label,
+                    app,
+                    _f(s["cli_submit_s"], ".1f"),
+                    _f(s["serverapp_ready_s"], ".1f"),
+                    _f(s["first_round_extra_s"], ".1f"),
+                    f"**{_f(s['total_s'], '.1f')}**",
+                ]
+            )
+            if r.get("breakdown"):
+                breakdowns.append(breakdown_row(label, app, r["breakdown"]))
         if c.get("baseline") or c.get("before"):
             baselines.append(
                 [
@@ -81,10 +97,12 @@ def overhead(results: dict[str, Any]) -> str:
                     _f(c["peak_memory"]["rss_mib"], ".0f"),
                 ]
             )
-        for key, name in (("baseline", "quickstart-style"), ("before", "edgebloom before (6c2c135)")):
+        for key, name in (("baseline", "quickstart-style"), ("before", "edgebloom before")):
             b = c.get(key)
             if not b:
                 continue
+            if key == "before":  # the --compare-app checkout, e.g. a `git archive` named by its commit
+                name = f"{name} ({Path(str(b.get('app', 'compare-app'))).name})"
             if "error" in b:
                 baselines.append([label, name, "failed", "", "", b["error"].splitlines()[0][:100]])
                 continue
@@ -110,6 +128,36 @@ def overhead(results: dict[str, Any]) -> str:
                     f"**{_f(bs['total_s'], '.1f')}**",
                 ]
             )
+            if b.get("breakdown"):
+                breakdowns.append(breakdown_row(label, name, b["breakdown"]))
+    fused_note = (
+        [
+            "`fused-evaluate` rows: the same rounds with the federated evaluation fused into the train "
+            'messages (README "Configuration"): one round trip per round; each round\'s evaluation is of the '
+            "previous round's model, on that round's train sample (the same number of clients and examples "
+            "evaluated as the plain-PyTorch reference).",
+            "",
+        ]
+        if any(c.get("fused") for c in o["configs"])
+        else []
+    )
+    walk = o.get("fab_walk")
+    cli_note = (
+        "`flwr run` is given the app's source files without the project's virtual environment, the layout "
+        "README recommends: Flower 1.41's FAB build lists every file under the project directory before it "
+        "applies `.gitignore` or `fab-include` (`flwr/cli/utils.py:550`, `collect_files`), so a `.venv/` "
+        "inside the project costs the CLI seconds."
+        if walk
+        else "`flwr run`'s FAB build walks every file under the project directory before it applies "
+        "`fab-include`, so a virtual environment inside the project (`.venv/`) costs seconds of CLI time "
+        "(these runs built the project with its `.venv` inside; later runs build a copy without it)."
+    )
+    walk_note = (
+        f" Measured in this run: {walk['project_s']:.1f} s to list the {walk['project_files']:,} files under "
+        f"the repository, {walk['copy_s']:.2f} s for the {walk['copy_files']} files of the app alone."
+        if walk
+        else ""
+    )
     parts = [
         _table(
             [
@@ -123,14 +171,13 @@ def overhead(results: dict[str, Any]) -> str:
             rows,
         ),
         "",
+        *fused_note,
         "Fixed start-up, from `flwr run` to the end of round 1 minus one steady round: the CLI building and "
         "submitting the app; the simulation process starting, installing the app and the ServerApp loading "
         "its data and model (until Flower logs `[ROUND 1/`); and round 1's extra time over a steady round "
         "(Ray start, actor start, imports in the actor, first data load, first torch call). "
-        "`flwr run`'s FAB build walks every file under the project directory before it applies "
-        "`fab-include`, so a virtual environment inside the project (`.venv/`, as README's install "
-        "creates it) costs seconds of CLI time: about 4 s for a 6 GB torch environment here "
-        "(`flwr build` 5.0 s with it, the quickstart-style app beside it 0.8 s).",
+        + cli_note
+        + walk_note,
         "",
         _table(
             ["config", "app", "CLI + submit s", "ServerApp ready s", "round 1 extra s", "total s"], starts
@@ -140,8 +187,8 @@ def overhead(results: dict[str, Any]) -> str:
         parts += [
             "",
             "The same rounds with a quickstart-style client that reloads its data and rebuilds its model on "
-            "every call (`bench/baseline_app`), and with edgebloom as it was before this benchmark "
-            "(where measured), against the same plain-PyTorch reference:",
+            "every call (`bench/baseline_app`), and with edgebloom as it was before (`--compare-app`, where "
+            "measured), against the same plain-PyTorch reference:",
             "",
             _table(
                 [
@@ -156,7 +203,60 @@ def overhead(results: dict[str, Any]) -> str:
                 baselines,
             ),
         ]
+    if breakdowns:
+        parts += ["", "### Overhead breakdown", "", BREAKDOWN_NOTE, "", _table(BREAKDOWN_HEADER, breakdowns)]
     return "\n".join(parts)
+
+
+BREAKDOWN_HEADER = [
+    "config",
+    "app",
+    "round s",
+    "plain s",
+    "ClientApp handlers s",
+    "handlers − plain s",
+    "engine s",
+    "engine ms/message",
+    "aggregate s",
+    "central eval s",
+    "checkpoint s",
+    "rest s",
+]
+
+BREAKDOWN_NOTE = (
+    "Median steady round (rounds 2..R), from the app's own per-round phase timings in metrics.json "
+    "(`strategies/core/phases.py`; `bench/breakdown.py`), no profiler. *ClientApp handlers*: the "
+    "handlers' time over the round's replies (training, evaluation, record conversions; one actor runs "
+    "them one after another); *handlers − plain*: that minus the plain-PyTorch round doing the same "
+    "training and evaluation, i.e. the app's own per-message work; *engine*: the train and evaluate "
+    "stages' wall time (messages made → replies validated) minus the handlers: Flower's engine between "
+    "the ServerApp and the handler (Ray task submission and actor dispatch, pickling the model into "
+    "every message and the reply back, the message extractor's 0.1 s walk over every virtual node, "
+    "the Grid's polling; of it, the extractor's wait is uniform in 0–0.1 s, about 0.05 s per stage, and "
+    "the rest scales with the messages: *engine ms/message*); *aggregate*: validation and the rule; "
+    "*rest*: the round's remaining time "
+    "(configure, metrics.json, logs). Central evaluation is off in these runs (`central-eval=false`); "
+    "a run without phase timings (an older checkout) shows its round time only."
+)
+
+
+def breakdown_row(label: str, app: str, b: dict[str, Any]) -> list[str]:
+    if not b.get("phases"):
+        return [label, app, _f(b["round_s"]), _f(b["plain_s"]), *(["–"] * (len(BREAKDOWN_HEADER) - 4))]
+    return [
+        label,
+        app,
+        _f(b["round_s"]),
+        _f(b["plain_s"]),
+        _f(b["handler_s"]),
+        _f(b["handler_beyond_plain_s"]),
+        f"**{_f(b['engine_s'])}**",
+        _f(b["engine_per_message_ms"], ".0f"),
+        _f(b["aggregate_s"], ".3f"),
+        _f(b["central_eval_s"], ".3f"),
+        _f(b["checkpoint_s"], ".3f"),
+        _f(b["rest_s"], ".3f"),
+    ]
 
 
 def aggregation(results: dict[str, Any]) -> str:
@@ -331,6 +431,84 @@ The "edgebloom before (6c2c135)" rows are the commit before these changes, run i
 benchmark run (`--compare-app`, a `git archive` of it)."""
 
 
+ENGINE_NOTES = """\
+### Engine overhead at small local work (issue 16)
+
+Where a steady round's overhead goes is measured in every benchmark run now ("Overhead
+breakdown" under "Simulation overhead", from the app's per-round phase timings), so the
+before and after of a change are two rows of one run. What was ours, and changed:
+
+1. **The evaluate round trip.** A round was two stages, each paying the engine's fixed cost per
+   stage and per message (the model pickled into every message and reply, the message
+   extractor's wait, the pull). `fused-evaluate=true` (README "Configuration") evaluates the
+   received model inside the train message: one stage, half the messages; compare the
+   `fused-evaluate` rows with the rows above them.
+2. **The pull interval.** The ServerApp no longer calls `Grid.send_and_receive`, which sleeps a
+   fixed interval between pulls (`InMemoryGrid`, the simulation's: 0.1 s,
+   `flwr/superlink/grid/inmemory_grid.py:177`; `HttpGrid`, a deployed ServerApp's: 3 s,
+   `flwr/superlink/grid/http_grid.py:412`). `strategies/core/deadline.py` pushes once and pulls
+   0.01 s after any pull that brought replies, backing off to 0.2 s while none come, bounded by
+   the same round deadline.
+3. **The CLI's walk of the project.** `flwr run` lists every file under the project directory
+   before it applies `.gitignore` or `fab-include` (`flwr/cli/utils.py:550`, `collect_files`,
+   which calls `is_symlink()` and `resolve()` per file): 14 s for the 59,555 files of a 6.8 GB
+   in-project `.venv` on this machine under load, 0.2 s without it. README recommends the
+   environment outside the project (or `.venv` as a symlink to it: the walk does not follow
+   symlinked directories); the benchmark runs the app that way and times the walk separately.
+4. Measured and left: the ClientApp's own per-message work (handlers minus plain PyTorch) is
+   within the noise; the per-round checkpoint (atomic write + fsync of the model) and
+   metrics.json are the *checkpoint* and *rest* columns; plots are drawn once, at the end; the
+   ClientApp's imports load no optional library (Opacus, dp-accounting, matplotlib, safetensors
+   stay lazy; `python -X importtime -c "import client_app.app"`: torch and flwr are all but
+   ~0.3 s of it). The ServerApp imports SciPy's BLAS for aggregation (about 0.5–0.8 s); making
+   it lazy would move it into round 1, not remove it.
+
+Flower's settings used: one actor with all cores (`client-resources-num-cpus` = cores: the
+benchmark compares against one plain process); Ray's dashboard is already off
+(`raybackend.py:110`). What would need an upstream change (flwr 1.41):
+
+- the simulation's message extractor walks every virtual node and then waits 0.1 s
+  (`flwr/server/superlink/fleet/vce/vce_api.py:176-180`, not configurable): a message waits up
+  to 0.1 s before a worker sees it, and with 1000 nodes each walk is 1000 `get_message_ins`
+  calls competing with training for the cores;
+- every message is its own Ray task carrying the whole model (`raybackend.py:174`,
+  `a.run.remote(a_fn, mssg, cid, state)`): the same global model is pickled into the object
+  store once per message, and the reply pickled back; one shared object reference per round
+  would send it once;
+- the Ray actor imports the ClientApp (PyTorch, about 2–3 s on a quiet core) only when the
+  first message reaches it, after the ServerApp's own start-up; an actor-start hook (Flower
+  offers one for TensorFlow only, `raybackend.py:94-99`; it sets Ray's `runtime_env` itself,
+  `raybackend.py:119-121`, so no `worker_process_setup_hook` can be passed) would overlap the
+  two in round 1;
+- the FAB build's walk (`cli/utils.py:550`) could prune ignored directories while walking;
+- `HttpGrid.send_and_receive`'s 3 s and `InMemoryGrid`'s 0.1 s pull intervals could be
+  settings (`InMemoryGrid` takes `pull_interval`, but the simulation builds it with the
+  default, `flwr/simulation/run_simulation.py:301`; worked around here, see 2).
+"""
+
+
+def engine(result: dict[str, Any]) -> str:
+    """``python -m bench.engine``: the targets now, fused, and with an earlier checkout, in one run."""
+    loads = ", ".join("/".join(f"{x:.1f}" for x in la) for la in result.get("load_average", []) if la)
+    machine = result.get("machine", {})
+    compare = result.get("compare_app", "DIR")
+    head = (
+        f"*Run separately (`python -m bench.engine --compare-app {compare}`), started {result['started']} "
+        f"on {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; load average (1/5/15 min) at the "
+        f"start and after each config: {loads}. Rows are comparable with each other only; a load far above "
+        "the core count slows every row and inflates start-up most.*"
+    )
+    cores = machine.get("cores") or 1
+    if any(la and la[0] > 2 * cores for la in result.get("load_average", [])):
+        head += (
+            "\n\n*This run shared the machine with far more work than it has cores: the plain-PyTorch "
+            "reference and each simulation ran at different moments of contention, so the ratios and "
+            "start-up times here are not meaningful. What is: the breakdown's columns measured inside one "
+            "run (engine = the stages minus the handlers), and the round time of rows run back to back.*"
+        )
+    return head + "\n\n" + overhead({"overhead": result["overhead"]})
+
+
 def render(results: dict[str, Any]) -> str:
     parts = [
         "# Benchmarks",
@@ -365,7 +543,9 @@ def render(results: dict[str, Any]) -> str:
         ]
     if "compression" in results:
         parts += ["", "## Update compression: bytes and accuracy", "", compression(results["compression"])]
-    parts += ["", "## Profile and optimizations", "", PROFILE_NOTES]
+    if "engine" in results:
+        parts += ["", "## Engine overhead before and after (issue 16)", "", engine(results["engine"])]
+    parts += ["", "## Profile and optimizations", "", PROFILE_NOTES, "", ENGINE_NOTES]
     return "\n".join(parts) + "\n"
 
 

@@ -33,6 +33,11 @@ client whose run config disagrees still does what the server asked. The run conf
 sets up the node's data and process: dataset, partitioner and the seed of its splits and
 of local shuffling, val-fraction, device and threads-per-client.
 
+Fused evaluation: a train config with ``fused-evaluate`` asks the node to evaluate the
+received model on its held-out data before training; the train reply's metrics then
+carry ``fused-eval-loss``, ``fused-eval-accuracy`` and ``fused-eval-num-examples`` too
+(``strategies/core/fused.py`` on the server), and no evaluate message comes.
+
 Data: a deployed SuperNode passes ``--node-config "data-path='/path/file.npz'"`` and
 trains on its own file whole; in simulation each virtual node gets partition
 ``partition-id`` of ``num-partitions`` of the configured dataset.
@@ -40,6 +45,7 @@ trains on its own file whole; in simulation each virtual node gets partition
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -196,24 +202,45 @@ def _node(context: Context, config: Mapping[str, Any], training: Training | None
 @app.train(mods=TRAIN_MODS)
 def train(msg: Message, context: Context) -> Message:
     """Train the NumPyClient on the received global model; reply with the new one."""
+    began = time.perf_counter()
     config = msg.content.config_records[wire.CONFIG]
     node = _node(context, config, Training.from_message(config, context.node_config))
     params = to_layers(msg.content.array_records[wire.ARRAYS], node.names)
+    # Fused evaluation: the received model (the previous round's) on the held-out data,
+    # before training changes the model's weights; one round trip does both.
+    fused = fused_evaluation(node.client, params, config) if config.get(wire.FUSED_EVALUATE) else {}
     # A DP-SGD node's privacy history lives in context.state, not in this process's cache.
     new_params, num_examples, metrics = node.client.fit_on_node(params, dict(config), context.state)
     reply = RecordDict(
         {
             wire.ARRAYS: from_layers(node.names, new_params),
-            wire.METRICS: MetricRecord({**metrics, wire.NUM_EXAMPLES: num_examples}),
+            wire.METRICS: MetricRecord(
+                {
+                    **metrics,
+                    **fused,
+                    wire.NUM_EXAMPLES: num_examples,
+                    wire.HANDLER_SECONDS: time.perf_counter() - began,
+                }
+            ),
             wire.INFO: ConfigRecord({wire.DEVICE: device_kind(node.device)}),
         }
     )
     return Message(content=reply, reply_to=msg)
 
 
+def fused_evaluation(client: TorchClient, params: list, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The fused-evaluation metrics of ``params`` on the client's held-out data (reply keys)."""
+    loss, num_examples, metrics = client.evaluate(params, dict(config))
+    fused: dict[str, Any] = {wire.FUSED_LOSS: loss, wire.FUSED_NUM_EXAMPLES: num_examples}
+    if wire.ACCURACY in metrics:
+        fused[wire.FUSED_ACCURACY] = metrics[wire.ACCURACY]
+    return fused
+
+
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on the node's held-out data."""
+    began = time.perf_counter()
     config = msg.content.config_records[wire.CONFIG]
     # Any client of the node will do: every kind evaluates the same model on the same
     # honest held-out data (label flipping touches training labels only).
@@ -221,6 +248,15 @@ def evaluate(msg: Message, context: Context) -> Message:
     params = to_layers(msg.content.array_records[wire.ARRAYS], node.names)
     loss, num_examples, metrics = node.client.evaluate(params, dict(config))
     reply = RecordDict(
-        {wire.METRICS: MetricRecord({wire.LOSS: loss, **metrics, wire.NUM_EXAMPLES: num_examples})}
+        {
+            wire.METRICS: MetricRecord(
+                {
+                    wire.LOSS: loss,
+                    **metrics,
+                    wire.NUM_EXAMPLES: num_examples,
+                    wire.HANDLER_SECONDS: time.perf_counter() - began,
+                }
+            )
+        }
     )
     return Message(content=reply, reply_to=msg)

@@ -20,6 +20,7 @@ from flwr.supercore import log
 from server_app.run_dir import RunDirectory
 from server_app.tracking import Tracking
 from strategies.algorithms.fedavg import NodeReport, RoundStats
+from strategies.core import phases
 from strategies.core.buffers import NON_FINITE_MODEL
 from strategies.core.reply_checks import SECAGG_BELOW_THRESHOLD
 
@@ -89,6 +90,11 @@ def format_round(row: Mapping[str, Any], num_rounds: int, eta: float | None = No
         clients += f" (SecAgg+: {row['secagg_survivors']} survivors, {row.get('secagg_dropped', 0)} dropped)"
     if row.get("attackers"):
         clients += f" ({row['attackers']} accepted from attackers)"
+    fed = f"fed acc {_fmt(row.get('federated_accuracy'))}"
+    if "fused_eval_of_round" in row:  # fused-evaluate: the previous round's model, measured this round
+        fed = (
+            f"fed acc (round {row['fused_eval_of_round']} model) {_fmt(row.get('fused_federated_accuracy'))}"
+        )
     privacy = ""
     if row.get("epsilon") is not None:  # user-level DP (dp-fedavg / dp-fedprox)
         privacy += f" | ε {row['epsilon']:.3f} (δ={row['delta']:g})"
@@ -96,9 +102,25 @@ def format_round(row: Mapping[str, Any], num_rounds: int, eta: float | None = No
         privacy += f" | client DP-SGD ε ≤ {row['dp_sgd_epsilon']:.3f}"
     return (
         f"{head} {clients} | train loss {_fmt(row.get('train_loss'))} | "
-        f"fed acc {_fmt(row.get('federated_accuracy'))} | central acc {_fmt(row.get('central_accuracy'))}"
+        f"{fed} | central acc {_fmt(row.get('central_accuracy'))}"
         f"{privacy} | {row['seconds']:.1f}s{'' if eta is None else f' | ETA {format_duration(eta)}'}"
     )
+
+
+def fused_row(server_round: int, stats: RoundStats) -> dict[str, Any]:
+    """metrics.json fields of a fused evaluation, named for the model they judged.
+
+    Round r's train replies evaluated the model they received, round r − 1's
+    (``fused_eval_of_round``); ``federated_loss`` / ``federated_accuracy`` stay for a
+    separate evaluate stage of round r's own model.
+    """
+    return {
+        "fused_eval_of_round": server_round - 1,
+        "fused_eval_sampled": stats.fused_eval_sampled,
+        "fused_eval_succeeded": stats.fused_eval_succeeded,
+        "fused_federated_loss": stats.fused_federated_loss,
+        "fused_federated_accuracy": stats.fused_federated_accuracy,
+    }
 
 
 class RoundReporter:
@@ -164,6 +186,8 @@ class RoundReporter:
                 federated_loss=stats.federated_loss,
                 federated_accuracy=stats.federated_accuracy,
             )
+            if stats.fused_eval_sampled:  # fused-evaluate: this round's replies judged the previous model
+                row.update(fused_row(server_round, stats))
             if stats.dp_sgd_epsilon is not None:
                 row["dp_sgd_epsilon"] = stats.dp_sgd_epsilon
             if stats.dp_sgd_epsilon_by_node:  # JSON keys are strings
@@ -172,13 +196,17 @@ class RoundReporter:
                 }
             if stats.attackers:
                 row["attackers"] = stats.attackers
+        timings = dict(self.stats[server_round].phases) if server_round in self.stats else {}
         record = None
         if self.central_eval is not None:
+            began = phases.now()
             loss, accuracy = self.central_eval(arrays)
+            timings[phases.CENTRAL_EVAL] = phases.now() - began
             row.update(central_loss=loss, central_accuracy=accuracy)
             record = MetricRecord({"loss": loss, **({"accuracy": accuracy} if accuracy is not None else {})})
         if self.extra_metrics is not None:
             row.update(self.extra_metrics(server_round))
+        row["phases"] = timings  # where the round's time went (strategies/core/phases.py)
         now = time.perf_counter()
         row["seconds"] = now - self._last
         self._last = now
@@ -186,11 +214,13 @@ class RoundReporter:
         # a crash in between leaves metrics.json a round behind, never ahead of it.
         self.run_dir.rounds.append(row)
         if server_round > 0 and self.on_round_end is not None:
+            began = phases.now()
             try:
                 self.on_round_end(server_round, arrays)
             except BaseException:
                 self.run_dir.rounds.pop()  # not checkpointed: metrics.json must not claim it
                 raise
+            timings[phases.CHECKPOINT] = phases.now() - began
         self.run_dir.write_metrics()
         eta = None
         if server_round > 0:  # round 0 is the initial evaluation: nothing timed yet

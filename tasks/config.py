@@ -287,6 +287,11 @@ class AppConfig(Section):
         "fraction of nodes sampled for federated evaluation (0 = no federated evaluation)",
         in_range(0, 1),
     )
+    fused_evaluate: bool = declare(
+        False,
+        "evaluate the received model inside the train message (one round trip per round); "
+        "round r's figures are the federated evaluation of round r-1's model",
+    )
     min_train_nodes: int = declare(2, "minimum nodes sampled for training", at_least(1))
     min_evaluate_nodes: int = declare(2, "minimum nodes sampled for evaluation", at_least(1))
     min_available_nodes: int = declare(2, "nodes that must be connected before a round starts", at_least(1))

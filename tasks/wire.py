@@ -8,7 +8,9 @@ A train message carries ``RecordDict({ARRAYS: <global model>, CONFIG: <round con
 the reply carries ``{ARRAYS: <new model>}`` (or ``{COMPRESSED: <encoded update>}``),
 ``{METRICS: {NUM_EXAMPLES, TRAIN_LOSS, TRAIN_SECONDS, ...}}`` and ``{INFO: {DEVICE, ...}}``.
 An evaluate message carries the model and a config; its reply ``{METRICS: {NUM_EXAMPLES,
-LOSS, ACCURACY}}``.
+LOSS, ACCURACY}}``. With ``FUSED_EVALUATE`` in the train config, the train reply's metrics
+also carry ``FUSED_LOSS``, ``FUSED_ACCURACY`` and ``FUSED_NUM_EXAMPLES``: the received model
+evaluated on the node's held-out data before training.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ ATTACK = "attack"
 ATTACK_FRACTION = "attack-fraction"
 ATTACK_SCALE = "attack-scale"
 SEED = "seed"
+#: Fused evaluation (run config ``fused-evaluate``): evaluate the received model on the
+#: node's held-out data before training, in the same train message.
+FUSED_EVALUATE = "fused-evaluate"
 
 # ------------------------------------------------------ reply metrics (client → server)
 NUM_EXAMPLES = "num-examples"
@@ -66,8 +71,16 @@ ACCURACY = "accuracy"
 UNCLIPPED = "dp-unclipped"
 #: DP-SGD: the node's ε over its whole history.
 DP_SGD_EPSILON = "dp-sgd-epsilon"
+#: Seconds the ClientApp's handler took for the message (record conversions and compute;
+#: the server's per-round phase timings, metrics.json ``phases``).
+HANDLER_SECONDS = "handler-seconds"
 SLOWDOWN_FACTOR = "slowdown-factor"
 SLOWDOWN_SECONDS = "slowdown-seconds"
+#: Fused evaluation: the received (previous round's) global model's loss, accuracy and
+#: number of held-out examples, measured before training, in the train reply's metrics.
+FUSED_LOSS = "fused-eval-loss"
+FUSED_ACCURACY = "fused-eval-accuracy"
+FUSED_NUM_EXAMPLES = "fused-eval-num-examples"
 
 # --------------------------------------------------------- reply info (client → server)
 DEVICE = "device"

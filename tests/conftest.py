@@ -95,7 +95,50 @@ def _array(value: np.ndarray):  # noqa: ANN202
     return Array(np.asarray(value))
 
 
-class AppGrid:
+#: The error reason a synchronous test double gives a message it did not answer.
+NOT_ANSWERED = "no reply (the test grid's node did not answer)"
+
+
+class SyncGrid:
+    """A test double's ``push_messages`` / ``pull_messages`` over its ``send_and_receive``.
+
+    The round driver pushes and pulls (``strategies.core.deadline.send_and_receive_within``);
+    a test double answers synchronously in ``send_and_receive``, so a push delivers at once
+    and the next pull returns every reply. A message it did not answer gets the error reply
+    a SuperLink gives a message nobody answered before its TTL (else the driver would wait
+    out the round's timeout for it). ``calls`` counts the Grid calls by name.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[Message] = []
+        self.calls: dict[str, int] = {}
+
+    def count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def send_and_receive(self, messages, timeout: float | None = None) -> list[Message]:  # noqa: ANN001
+        return []
+
+    def push_messages(self, messages) -> list[str]:  # noqa: ANN001
+        self.count("push_messages")
+        messages = push(list(messages))
+        replies = list(self.send_and_receive(messages))
+        answered = {r.metadata.reply_to_message_id for r in replies}
+        replies += [
+            Message(Error(code=0, reason=NOT_ANSWERED), reply_to=m)
+            for m in messages
+            if m.metadata.message_id not in answered
+        ]
+        self.pending.extend(replies)
+        return [m.metadata.message_id for m in messages]
+
+    def pull_messages(self, message_ids) -> list[Message]:  # noqa: ANN001
+        self.count("pull_messages")
+        replies, self.pending = self.pending, []
+        return replies
+
+
+class AppGrid(SyncGrid):
     """A Grid that delivers each message to the real ClientApp in this process.
 
     One ``Context`` per node (partition ``i`` of ``num_nodes``, state kept across
@@ -108,6 +151,7 @@ class AppGrid:
     _next_run_id = 10_000
 
     def __init__(self, num_nodes: int, run_config: dict | None = None, before_send=None) -> None:  # noqa: ANN001
+        super().__init__()
         AppGrid._next_run_id += 1
         self.run_id = AppGrid._next_run_id  # the ClientApp caches per run id
         # Messages built outside a Flower process need a task identity (also in module fixtures).
@@ -132,8 +176,10 @@ class AppGrid:
     def send_and_receive(self, messages, timeout: float | None = None) -> list[Message]:  # noqa: ANN001
         from client_app.app import app as client_app
 
+        messages = list(messages)
+        push([m for m in messages if not m.metadata.message_id])  # called directly: ids as a Grid gives
         replies = []
-        for msg in push(list(messages)):
+        for msg in messages:
             if self.before_send is not None:
                 self.before_send(msg)
             self.sent.append(msg)
@@ -144,10 +190,14 @@ class AppGrid:
         return replies
 
 
-class FakeGrid:
-    """Only node discovery, for strategy unit tests; messages are inspected, not sent."""
+class FakeGrid(SyncGrid):
+    """Node discovery, for strategy unit tests; messages are inspected, not sent (no replies).
+
+    A subclass answers messages by overriding ``send_and_receive`` (see :class:`SyncGrid`).
+    """
 
     def __init__(self, node_ids: list[int]) -> None:
+        super().__init__()
         self.node_ids = node_ids
 
     def get_node_ids(self) -> list[int]:

@@ -28,7 +28,12 @@ hooks only (no wrapper reads its private attributes):
 - aggregation: ``valid_train_replies`` (pure validation, ``strategies/core/ledger.py``,
   recorded in the round's ledger), ``aggregate_layers`` (the rule), ``apply_aggregate``
   (a server optimizer's step), ``release_model`` (the final check) and ``finish_round``
-  (the one place a round's nodes, loss, DP-SGD ε and attackers are recorded).
+  (the one place a round's nodes, loss, DP-SGD ε and attackers are recorded);
+- fused evaluation (``fused_evaluate``, ``strategies/core/fused.py``): train messages ask
+  for it, ``valid_train_replies`` takes it out of the replies (``record_fused_evaluation``)
+  before any wrapper's rule sees them, and no evaluate stage runs;
+- phase timings (``strategies/core/phases.py``): the stages and aggregation, timed from these
+  hooks (``time_stage``), in the round's ledger.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from flwr.serverapp.strategy import Result
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from flwr.supercore import log
 
+from strategies.core import phases
 from strategies.core.buffers import (
     check_released_model,
     is_parameter,
@@ -52,6 +58,7 @@ from strategies.core.buffers import (
     select,
     with_previous_buffers,
 )
+from strategies.core.fused import aggregate_fused, check_fused, split_fused
 from strategies.core.ledger import (  # noqa: F401  (RoundStats, NodeReport, ... re-exported: their old home)
     NodeReport,
     RoundStats,
@@ -62,6 +69,7 @@ from strategies.core.ledger import (  # noqa: F401  (RoundStats, NodeReport, ...
     validate_train_replies,
 )
 from strategies.core.loop import EvaluateFn, run_rounds, send_train
+from strategies.core.phases import AGGREGATE, CLIENT_HANDLER, CLIENT_TRAIN, EVALUATE_STAGE, TRAIN_STAGE
 from strategies.core.protocol import ReplyTransform
 from strategies.core.records import (
     ARRAYS_KEY,
@@ -106,6 +114,7 @@ class FedAvgOptions(TypedDict, total=False):
     seed: int
     max_num_examples: int
     min_valid_replies: int
+    fused_evaluate: bool
 
 
 class FedAvg(FlowerFedAvg):
@@ -125,6 +134,11 @@ class FedAvg(FlowerFedAvg):
         Share of sampled clients that are stragglers (run 1..E−1 epochs).
     seed : int
         Seed for sampling and stragglers.
+    fused_evaluate : bool
+        Federated evaluation inside the train messages (``strategies/core/fused.py``): the
+        round's train nodes evaluate the model they receive (round r − 1's) before training,
+        and no separate evaluate stage runs. ``fraction_evaluate=0`` still turns federated
+        evaluation off.
     """
 
     #: FedAvg drops stragglers (they would not finish E epochs in time); FedProx keeps them.
@@ -144,6 +158,7 @@ class FedAvg(FlowerFedAvg):
         seed: int = 0,
         max_num_examples: int = 1_000_000,
         min_valid_replies: int = 1,
+        fused_evaluate: bool = False,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -161,6 +176,7 @@ class FedAvg(FlowerFedAvg):
         self.seed = seed
         self.max_num_examples = max_num_examples
         self.min_valid_replies = min_valid_replies
+        self.fused_evaluate = fused_evaluate
         self._spec: dict[int, ArraySpec] = {}
         self.stats: dict[int, RoundStats] = {}
         self.nodes: dict[int, NodeReport] = {}
@@ -169,6 +185,8 @@ class FedAvg(FlowerFedAvg):
         self._sent: dict[tuple[int, str], list[Message]] = {}
         self._previous_buffers: dict[int, dict[str, np.ndarray]] = {}
         self._reply_transforms: list[ReplyTransform] = []
+        # (round, stage) → when the stage's messages were made (strategies/core/phases.py).
+        self._stamps: dict[tuple[int, str], float] = {}
 
     # ------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
@@ -203,7 +221,14 @@ class FedAvg(FlowerFedAvg):
             100 * self.straggler_fraction,
             "aggregated" if self.aggregates_stragglers else "dropped",
         )
+        if self.fuses_evaluation:
+            log(INFO, "\t├──> Federated evaluation fused into train messages (of the previous round's model)")
         super().summary()
+
+    @property
+    def fuses_evaluation(self) -> bool:
+        """Whether train messages ask nodes to evaluate the received model (and no evaluate stage runs)."""
+        return self.fused_evaluate and self.fraction_evaluate > 0
 
     def round_metrics(self, server_round: int) -> dict[str, Any]:
         """Per-round figures of this strategy's own for metrics.json; FedAvg has none."""
@@ -296,6 +321,8 @@ class FedAvg(FlowerFedAvg):
         """Write this strategy's own train settings into ``config`` (FedProx adds ``proximal-mu``)."""
         config[wire.SERVER_ROUND] = server_round
         config[wire.LOCAL_EPOCHS] = self.local_epochs
+        if self.fuses_evaluation:
+            config[wire.FUSED_EVALUATE] = True
 
     def train_messages(
         self, server_round: int, node_ids: list[int], arrays: ArrayRecord, config: ConfigRecord
@@ -333,6 +360,7 @@ class FedAvg(FlowerFedAvg):
             "aggregated" if self.aggregates_stragglers else "dropped",
         )
         messages = self._messages(node_ids, arrays, config, MessageType.TRAIN, per_node)
+        self._stamps[(server_round, TRAIN_STAGE)] = phases.now()
         return self.track_sent(server_round, MessageType.TRAIN, messages)
 
     def remember_global(self, server_round: int, arrays: ArrayRecord) -> None:
@@ -373,10 +401,14 @@ class FedAvg(FlowerFedAvg):
         Counts are added, so a strategy may validate a round's replies in several batches.
         """
         replies = list(replies)
+        self.time_stage(server_round, TRAIN_STAGE, replies)
+        self._stamps[(server_round, AGGREGATE)] = phases.now()
         pre_rejected: dict[int, Rejection] = {}
         for transform in self._reply_transforms:
             replies, rejected = transform(server_round, replies)
             pre_rejected.update(rejected)
+        if self.fuses_evaluation:
+            self.record_fused_evaluation(server_round, replies)
         outcome = validate_train_replies(
             replies,
             sent=self._sent.get((server_round, MessageType.TRAIN)),
@@ -386,6 +418,44 @@ class FedAvg(FlowerFedAvg):
         )
         self.stats.setdefault(server_round, RoundStats()).record(outcome, "train")
         return outcome.valid, outcome.layers, outcome.names
+
+    def record_fused_evaluation(self, server_round: int, replies: list[Message]) -> None:
+        """Take the fused evaluation out of the round's train replies and record it (fused mode).
+
+        Each reply's fused keys are removed from its metrics (training's validation and
+        train metrics never see them). The evaluations of replies that answer this round's
+        train messages are checked like evaluate replies (a malformed one is counted in
+        ``rejected`` under its reason, as an evaluate reply is) and averaged into this
+        round's ledger as the federated evaluation of round ``server_round - 1``'s model.
+        A node that failed, or replied without an evaluation, is not counted as succeeded.
+        """
+        carried: dict[int, Mapping[str, object]] = {}  # id(reply) → its fused evaluation
+        for msg in replies:
+            metrics = None if msg.has_error() else msg.content.metric_records.get(METRICS_KEY)
+            if metrics is not None:
+                train, carried_part = split_fused(metrics)
+                if carried_part is not None:
+                    msg.content[METRICS_KEY] = MetricRecord(train)
+                    carried[id(msg)] = carried_part
+        stats = self.stats.setdefault(server_round, RoundStats())
+        sent = self._sent.get((server_round, MessageType.TRAIN))
+        stats.fused_eval_sampled = len(sent) if sent is not None else len(replies)
+        good, _, _ = split_replies(replies, sent=sent, stage=MessageType.TRAIN)
+        parts: list[Mapping[str, object]] = []
+        for msg in good:
+            fused = carried.get(id(msg))
+            if fused is None:
+                log(WARNING, "fused evaluation: node %d sent no evaluation", msg.metadata.src_node_id)
+                continue
+            rejection = check_fused(fused, max_num_examples=self.max_num_examples)
+            if rejection is None:
+                parts.append(fused)
+            else:
+                stats.reject(msg.metadata.src_node_id, MessageType.EVALUATE, rejection)
+        result = aggregate_fused(parts)
+        stats.fused_eval_succeeded = len(parts)
+        stats.fused_federated_loss = None if result is None else result.loss
+        stats.fused_federated_accuracy = None if result is None else result.accuracy
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -416,7 +486,20 @@ class FedAvg(FlowerFedAvg):
         metrics = aggregate_metricrecords([m.content for m in valid], self.weighted_by_key)
         stats = self.stats.setdefault(server_round, RoundStats())
         stats.finish(valid, self.nodes, _as_float(metrics.get(wire.TRAIN_LOSS)))
+        began = self._stamps.pop((server_round, AGGREGATE), None)
+        if began is not None:
+            phases.add(stats.phases, AGGREGATE, phases.now() - began)
         return metrics
+
+    def time_stage(self, server_round: int, stage: str, replies: list[Message]) -> None:
+        """Record a stage's wall time (messages made → replies here) and its replies' client times."""
+        stats = self.stats.setdefault(server_round, RoundStats())
+        began = self._stamps.pop((server_round, stage), None)
+        if began is not None:
+            phases.add(stats.phases, stage, phases.now() - began)
+        phases.add(stats.phases, CLIENT_HANDLER, phases.reply_seconds(replies, wire.HANDLER_SECONDS))
+        if stage == TRAIN_STAGE:
+            phases.add(stats.phases, CLIENT_TRAIN, phases.reply_seconds(replies, wire.TRAIN_SECONDS))
 
     def too_few_replies(self, num_valid: int) -> str | None:
         """Why ``num_valid`` valid replies are not enough to aggregate, or None."""
@@ -494,16 +577,21 @@ class FedAvg(FlowerFedAvg):
     ) -> Iterable[Message]:
         if self.fraction_evaluate == 0:  # federated evaluation switched off
             return []
+        if self.fuses_evaluation:  # the next round's train messages evaluate this model
+            return []
         node_ids = self.select_nodes(grid, server_round, EVALUATE)
         self.stats.setdefault(server_round, RoundStats()).eval_sampled = len(node_ids)
         config[wire.SERVER_ROUND] = server_round
         messages = self._messages(node_ids, arrays, config, MessageType.EVALUATE)
+        self._stamps[(server_round, EVALUATE_STAGE)] = phases.now()
         return self.track_sent(server_round, MessageType.EVALUATE, messages)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        replies = list(replies)
+        self.time_stage(server_round, EVALUATE_STAGE, replies)
         stats = self.stats.setdefault(server_round, RoundStats())
         good, rejections, failures = split_replies(
-            list(replies),
+            replies,
             sent=self._sent.get((server_round, MessageType.EVALUATE)),
             stage=MessageType.EVALUATE,
         )

@@ -56,7 +56,10 @@ Choices and limits
 - Devices are slowed by ``device-slowdown`` (harness/slowdown.py); the strategy's
   stragglers (fewer epochs) do not apply and ``straggler-fraction`` must be 0.
 - No federated evaluation: all nodes are busy training; the global model is judged
-  by the ServerApp's central evaluation after every round.
+  by the ServerApp's central evaluation after every round. ``fused-evaluate`` is refused:
+  concurrent nodes train on different model versions, so the evaluations that arrive
+  while one buffer fills measure several models and cannot be reported as one
+  round's model.
 - Checkpoints: :meth:`state_dict` holds the model version and the dispatch counter.
   A checkpoint is written right after a buffer application (the buffer is empty);
   work in flight at that moment is lost on resume, and the resumed run dispatches
@@ -101,6 +104,13 @@ from strategies.numeric.fedbuff import apply_buffer, staleness_weight
 from strategies.wrappers.compressed import CompressionConfig
 from tasks import wire
 from tasks.config import AppConfig, ConfigError, Section, at_least, declare, in_range
+
+#: Why FedBuff refuses fused evaluation (the message of the error).
+FUSED_REFUSED = (
+    "fused-evaluate=true cannot be combined with strategy='fedbuff': its nodes train on different "
+    "model versions at once, so the evaluations fused into one buffer's replies would measure several "
+    "models, not one round's; FedBuff reports central evaluation only. Set fused-evaluate=false"
+)
 
 
 @dataclass(frozen=True)
@@ -204,6 +214,8 @@ class FedBuff(FedAvg):
                 f"straggler-fraction={kwargs['straggler_fraction']} does not apply to fedbuff: slow "
                 "devices are simulated with device-slowdown; set straggler-fraction=0"
             )
+        if kwargs.get("fused_evaluate", False):
+            raise ValueError(FUSED_REFUSED)
         super().__init__(**kwargs)
         self.concurrency = concurrency
         self.buffer_size = buffer_size
@@ -549,7 +561,8 @@ def fedbuff_from_config(cfg: AppConfig, **common: Unpack[FedAvgOptions]) -> FedB
     ------
     ConfigError
         With ``compression`` other than ``none``: the compression wrapper drives the
-        synchronous hooks, so the run would silently not be asynchronous.
+        synchronous hooks, so the run would silently not be asynchronous. With
+        ``fused-evaluate=true`` (see :data:`FUSED_REFUSED`).
     """
     compression = cfg.section(CompressionConfig).compression
     if compression != "none":
@@ -557,6 +570,8 @@ def fedbuff_from_config(cfg: AppConfig, **common: Unpack[FedAvgOptions]) -> FedB
             f"run config: compression={compression!r} cannot be combined with strategy='fedbuff' "
             "(the compression wrapper runs synchronous rounds); set compression='none'"
         )
+    if cfg.fused_evaluate:
+        raise ConfigError(f"run config: {FUSED_REFUSED}")
     own = cfg.section(FedBuffConfig)
     return FedBuff(
         concurrency=own.fedbuff_concurrency,

@@ -89,6 +89,19 @@ class RoundStats:
     train_loss: float | None = None
     federated_loss: float | None = None
     federated_accuracy: float | None = None
+    #: Fused evaluation (run config ``fused-evaluate``): this round's train replies evaluated
+    #: the model they received, round r − 1's (``strategies/core/fused.py``). Sampled: the
+    #: nodes sent train messages; succeeded: those whose evaluation counted.
+    fused_eval_sampled: int = 0
+    fused_eval_succeeded: int = 0
+    fused_federated_loss: float | None = None
+    fused_federated_accuracy: float | None = None
+    #: Where the round's time went, in seconds (metrics.json ``phases``; not checkpointed
+    #: state, only a report): ``train_stage`` from the train messages to their replies'
+    #: validation, ``aggregate`` the validation and the rule, ``evaluate_stage`` the same
+    #: for evaluation, ``client_handler`` / ``client_train`` the sums over the round's
+    #: replies of their handler time and training time (``strategies/core/phases.py``).
+    phases: dict[str, float] = field(default_factory=dict)
     #: Largest ε reported by DP-SGD clients this round (sample-level DP), if any.
     dp_sgd_epsilon: float | None = None
     #: Each DP-SGD node's own ε this round (node id → ε over all its rounds so far).

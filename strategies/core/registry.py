@@ -72,6 +72,7 @@ def common_kwargs(cfg: AppConfig) -> FedAvgOptions:
         "seed": cfg.seed,
         "max_num_examples": cfg.max_num_examples,
         "min_valid_replies": cfg.min_valid_replies,
+        "fused_evaluate": cfg.fused_evaluate,
     }
 
 
@@ -417,6 +418,13 @@ def _secure(cfg: AppConfig, strategy: Strategy) -> Strategy:
             "secure-aggregation='secagg+': clients mask their whole quantized update, which the "
             "server can only sum, not decode per client; set compression='none' (or "
             "secure-aggregation='none')"
+        )
+    if cfg.fused_evaluate:
+        raise ConfigError(
+            "run config: fused-evaluate=true cannot be combined with secure-aggregation='secagg+': "
+            "a secure train reply carries only the masked vector, so the evaluation results a fused "
+            "reply adds would have nowhere to travel; set fused-evaluate=false (federated evaluation "
+            "then runs as its own round trip) or secure-aggregation='none'"
         )
     from strategies.wrappers.secagg import SecAggPlus
 

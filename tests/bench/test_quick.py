@@ -67,6 +67,25 @@ def test_overhead_compares_the_simulation_with_plain_pytorch(quick: tuple[dict, 
         assert len(baseline["sim_round_seconds"]) == c["rounds"]
 
 
+def test_overhead_breaks_each_round_down_and_runs_fused_evaluate(quick: tuple[dict, Path]) -> None:
+    results, out = quick
+    for c in results["overhead"]["configs"]:
+        # The run's own phase timings: the stages hold the handlers, which hold the training,
+        # and the parts add up to the round (rest: what no phase covers, never most of it).
+        b = c["breakdown"]
+        assert b["phases"] and b["round_s"] == pytest.approx(c["sim_steady_s"])
+        assert b["stages_s"] >= b["handler_s"] >= b["client_train_s"] > 0
+        assert 0 <= b["engine_s"] <= b["stages_s"]
+        assert b["messages"] == 2 * c["per_round"] and abs(b["rest_s"]) < 0.5 * b["round_s"]
+        # The fused variant: one message per sampled client and round, same reference.
+        fused = c["fused"]
+        assert "error" not in fused, fused
+        assert _positive(fused["ratio"]) and fused["breakdown"]["messages"] == c["per_round"]
+        assert len(fused["sim_round_seconds"]) == c["rounds"]
+    markdown = (out / "BENCHMARKS.md").read_text()
+    assert "### Overhead breakdown" in markdown and "fused-evaluate" in markdown
+
+
 def test_aggregation_is_measured_against_the_floor_and_flower(quick: tuple[dict, Path]) -> None:
     results, _ = quick
     agg = results["aggregation"]

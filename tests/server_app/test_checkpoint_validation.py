@@ -236,7 +236,7 @@ def test_resuming_a_damaged_checkpoint_fails_before_creating_a_run_directory(
 
 
 class SuperLinkStallsInRound2:
-    """Round 1 gets no replies (at once); in round 2 the SuperLink stops answering."""
+    """Round 1 gets no replies (its round times out); in round 2 the SuperLink stops answering."""
 
     def __init__(self, release: Any) -> None:
         self.release = release
@@ -244,10 +244,13 @@ class SuperLinkStallsInRound2:
     def get_node_ids(self) -> list[int]:
         return [11, 22, 33]
 
-    def send_and_receive(self, messages: Any, timeout: float | None = None) -> list[Any]:
+    def push_messages(self, messages: Any) -> list[str]:
         messages = list(messages)
         if messages and int(messages[0].content["config"]["server-round"]) >= 2:
             self.release.wait(5.0)  # "forever", bounded so that the code as it was fails, not hangs
+        return [f"m{i}" for i, _ in enumerate(messages)]
+
+    def pull_messages(self, message_ids: Any) -> list[Any]:
         return []
 
 
@@ -266,7 +269,7 @@ def test_a_stalled_superlink_fails_the_run_keeping_rounds_and_checkpoint(
 
     # Execute
     try:
-        with pytest.raises(deadline.GridTimeout, match="SuperLink did not answer Grid.send_and_receive"):
+        with pytest.raises(deadline.GridTimeout, match="SuperLink did not answer Grid.push_messages"):
             main(SuperLinkStallsInRound2(release), context)  # type: ignore[arg-type]
     finally:
         release.set()

@@ -64,16 +64,15 @@ class StalledGrid(FakeGrid):
 
     def send_and_receive(self, messages: Any, timeout: float | None = None) -> list[Any]:
         self.sent.extend(messages)
-        self._maybe_stall("send_and_receive")
         return []
 
     def push_messages(self, messages: Any) -> list[str]:
         self._maybe_stall("push_messages")
-        return [f"m{i}" for i, _ in enumerate(messages)]
+        return super().push_messages(messages)
 
     def pull_messages(self, message_ids: Any) -> list[Any]:
         self._maybe_stall("pull_messages")
-        return []
+        return super().pull_messages(message_ids)
 
 
 def test_grace_is_a_tenth_of_the_timeout_within_bounds() -> None:
@@ -137,11 +136,12 @@ def test_round_messages_carry_the_round_timeout_as_ttl() -> None:
     assert [m.metadata.ttl for m in grid.sent] == [37.0] * 6
 
 
-def test_a_stalled_send_and_receive_fails_the_round_at_its_deadline(
-    release: threading.Event, short_grace: None
+@pytest.mark.parametrize("stalled", ["push_messages", "pull_messages"])
+def test_a_stalled_grid_call_fails_the_round_at_its_deadline(
+    stalled: str, release: threading.Event, short_grace: None
 ) -> None:
     # Prepare: the SuperLink accepts nothing and never returns (HttpGrid retries forever).
-    grid = StalledGrid(release, {"send_and_receive"})
+    grid = StalledGrid(release, {stalled})
     strategy = FedAvg(min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1)
     start = time.monotonic()
 
@@ -149,10 +149,90 @@ def test_a_stalled_send_and_receive_fails_the_round_at_its_deadline(
     with pytest.raises(GridTimeout) as info:
         run_rounds(strategy, grid, model(), num_rounds=2, timeout=0.3)
 
-    # Assert: failed at round-timeout + grace, naming the SuperLink and the timeout.
+    # Assert: failed at round-timeout + grace, naming the SuperLink call and the timeout.
     assert time.monotonic() - start < 0.3 + 0.2 + SLACK_S
-    assert "SuperLink did not answer Grid.send_and_receive" in str(info.value)
+    assert f"SuperLink did not answer Grid.{stalled}" in str(info.value)
     assert "round-timeout=0.3s + 0.2s grace" in str(info.value)
+
+
+class ScriptedPulls:
+    """Pushes get ids m0..; each pull returns the next scripted batch of replies (by message index)."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        self.batches = list(batches)
+        self.pulls: list[list[str]] = []
+
+    def push_messages(self, messages: Any) -> list[str]:
+        return [f"m{i}" for i, _ in enumerate(messages)]
+
+    def pull_messages(self, message_ids: Any) -> list[Any]:
+        self.pulls.append(list(message_ids))
+        batch = self.batches.pop(0) if self.batches else []
+        return [Reply(f"m{i}") for i in batch]
+
+
+class Reply:
+    """What the loop reads of a reply: ``metadata.reply_to_message_id``."""
+
+    def __init__(self, reply_to: str) -> None:
+        self.metadata = type("Meta", (), {"reply_to_message_id": reply_to})()
+
+
+class FakeClock:
+    """A clock that moves only when the loop sleeps: the pull schedule without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_next_pull_interval_resets_after_replies_and_backs_off_to_the_cap() -> None:
+    assert deadline.next_pull_interval(0.2, got_replies=True) == deadline.MIN_PULL_INTERVAL_S
+    assert deadline.next_pull_interval(0.01, got_replies=False) == pytest.approx(0.015)
+    assert deadline.next_pull_interval(0.19, got_replies=False) == deadline.MAX_PULL_INTERVAL_S
+    assert deadline.next_pull_interval(0.0, got_replies=False) == deadline.MIN_PULL_INTERVAL_S
+
+
+def test_push_and_pull_stops_as_soon_as_every_message_is_answered() -> None:
+    # Prepare: three messages; nothing on the first two pulls, then two replies, then the last.
+    grid, clock = ScriptedPulls([[], [], [0, 2], [1]]), FakeClock()
+
+    # Execute
+    replies = deadline.send_and_receive_within(
+        grid, ["a", "b", "c"], timeout=60, clock=clock, sleep=clock.sleep
+    )
+
+    # Assert: all three replies, four pulls, each asking only for what is still unanswered,
+    # and the waits back off while nothing comes (never Flower's 3 s), then reset.
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m0", "m1", "m2"]
+    assert grid.pulls == [["m0", "m1", "m2"], ["m0", "m1", "m2"], ["m0", "m1", "m2"], ["m1"]]
+    assert clock.sleeps == pytest.approx([0.015, 0.0225, 0.01])
+
+
+def test_push_and_pull_returns_what_came_by_the_timeout() -> None:
+    # Prepare: one of two messages is never answered.
+    grid, clock = ScriptedPulls([[0]]), FakeClock()
+
+    # Execute
+    replies = deadline.send_and_receive_within(grid, ["a", "b"], timeout=1.0, clock=clock, sleep=clock.sleep)
+
+    # Assert: the one reply, returned at the timeout (not later), with pulls at most 0.2 s apart.
+    assert [r.metadata.reply_to_message_id for r in replies] == ["m0"]
+    assert clock.now == pytest.approx(1.0)
+    assert max(clock.sleeps) <= deadline.MAX_PULL_INTERVAL_S
+
+
+def test_no_messages_make_no_grid_call() -> None:
+    grid = ScriptedPulls([])
+    assert deadline.send_and_receive_within(grid, [], timeout=1.0) == []
+    assert grid.pulls == []
 
 
 @pytest.mark.parametrize("stalled", ["get_node_ids", "push_messages", "pull_messages"])

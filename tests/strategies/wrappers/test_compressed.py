@@ -62,7 +62,12 @@ def client_reply(
     key, arrays = reply_arrays(
         NAMES, global_layers, list(local.values()), config, RecordDict() if state is None else state
     )
-    return make_reply(msg.metadata.dst_node_id, metrics={"num-examples": n}, extra={key: arrays})
+    return make_reply(
+        msg.metadata.dst_node_id,
+        metrics={"num-examples": n},
+        extra={key: arrays},
+        reply_to=msg.metadata.message_id,
+    )
 
 
 def perturbed(scale: float, seed: int) -> dict[str, np.ndarray]:

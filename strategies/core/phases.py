@@ -1,0 +1,54 @@
+"""Where a round's time goes: per-phase timings a strategy records in its round ledger.
+
+Measured from the strategy's own hooks, so every synchronous strategy and wrapper built
+on :class:`strategies.algorithms.fedavg.FedAvg` reports them without a change to the
+round driver: the train stage runs from the round's train messages being made to their
+replies reaching validation, aggregation from there to the round's finish, the evaluate
+stage from the evaluate messages to their aggregation. The ClientApp reports its handler
+time (``tasks.wire.HANDLER_SECONDS``) and training time (``TRAIN_SECONDS``) in each reply,
+summed here over the round's replies. What a stage took beyond its replies' handler time
+(divided by the workers that ran them in parallel) is the engine's: message transport,
+(de)serialization, scheduling, polling. ``bench/breakdown.py`` turns these into the
+overhead table of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, MutableMapping
+
+from flwr.app import Message
+
+from tasks import wire
+
+#: Phase names (metrics.json ``phases`` keys).
+TRAIN_STAGE = "train_stage"
+AGGREGATE = "aggregate"
+EVALUATE_STAGE = "evaluate_stage"
+CLIENT_HANDLER = "client_handler"
+CLIENT_TRAIN = "client_train"
+CENTRAL_EVAL = "central_eval"
+CHECKPOINT = "checkpoint"
+
+
+def now() -> float:
+    """The clock every phase is measured on."""
+    return time.perf_counter()
+
+
+def reply_seconds(replies: Iterable[Message], key: str) -> float:
+    """The sum of the numeric metric ``key`` over replies that carry it (malformed values skipped)."""
+    total = 0.0
+    for msg in replies:
+        if msg.has_error():
+            continue
+        metrics = msg.content.metric_records.get(wire.METRICS)
+        value = None if metrics is None else metrics.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            total += float(value)
+    return total
+
+
+def add(phases: MutableMapping[str, float], name: str, seconds: float) -> None:
+    """Add ``seconds`` to phase ``name`` (a phase may be measured in several batches)."""
+    phases[name] = phases.get(name, 0.0) + seconds

@@ -1,0 +1,52 @@
+"""The overhead breakdown on hand-made metrics.json rows (known values)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.breakdown import of_run
+
+
+def row(rnd: int, seconds: float, **phases: float) -> dict:
+    return {
+        "round": rnd,
+        "seconds": seconds,
+        "sampled": 10,
+        "dropped": 0,
+        "eval_sampled": 5,
+        "phases": phases,
+    }
+
+
+def test_breakdown_of_steady_rounds() -> None:
+    # Round 1 (start-up) is left out; rounds 2 and 3 are identical, so the medians are theirs.
+    steady = dict(
+        train_stage=1.0,
+        evaluate_stage=0.5,
+        client_handler=1.2,
+        client_train=0.9,
+        aggregate=0.1,
+        checkpoint=0.05,
+    )
+    rounds = [
+        {"round": 0, "seconds": 0.1, "phases": {}},
+        row(1, 9.0, **steady),
+        row(2, 1.8, **steady),
+        row(3, 1.8, **steady),
+    ]
+
+    b = of_run(rounds, plain_round_s=1.0)
+
+    assert b["phases"] and b["messages"] == 15
+    assert b["round_s"] == 1.8 and b["overhead_s"] == pytest.approx(0.8)
+    assert b["stages_s"] == 1.5 and b["handler_s"] == 1.2 and b["client_train_s"] == 0.9
+    assert b["handler_beyond_plain_s"] == pytest.approx(0.2)
+    assert b["engine_s"] == pytest.approx(0.3) and b["engine_per_message_ms"] == pytest.approx(20.0)
+    assert (b["aggregate_s"], b["central_eval_s"], b["checkpoint_s"]) == (0.1, 0.0, 0.05)
+    # 1.8 − (1.5 + 0.1 + 0.0 + 0.05)
+    assert b["rest_s"] == pytest.approx(0.15)
+
+
+def test_a_run_without_phase_timings_gives_its_round_time_only() -> None:
+    rounds = [{"round": r, "seconds": s} for r, s in ((0, 0.1), (1, 5.0), (2, 2.0), (3, 4.0))]
+    assert of_run(rounds, plain_round_s=1.5) == {"round_s": 3.0, "plain_s": 1.5, "phases": False}

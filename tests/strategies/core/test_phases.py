@@ -1,0 +1,60 @@
+"""Per-round phase timings: the reply sums, and what a run through the real apps records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Context, RecordDict
+
+from server_app.app import main
+from strategies.core import phases
+from tasks import wire
+from tests.conftest import AppGrid, make_reply
+
+
+def test_reply_seconds_sums_the_key_over_replies_that_carry_a_valid_value() -> None:
+    replies = [
+        make_reply(1, {"w": np.zeros(1)}, {wire.HANDLER_SECONDS: 0.25, wire.NUM_EXAMPLES: 1}),
+        make_reply(2, {"w": np.zeros(1)}, {wire.HANDLER_SECONDS: 0.5, wire.NUM_EXAMPLES: 1}),
+        make_reply(3, {"w": np.zeros(1)}, {wire.HANDLER_SECONDS: -4.0, wire.NUM_EXAMPLES: 1}),
+        make_reply(4, {"w": np.zeros(1)}, {wire.NUM_EXAMPLES: 1}),
+        make_reply(5, error="crashed"),
+    ]
+    assert phases.reply_seconds(replies, wire.HANDLER_SECONDS) == 0.75
+
+
+def test_a_run_records_where_each_round_went(tmp_path: Path) -> None:
+    # Prepare: separate evaluation, central evaluation and a checkpoint every round.
+    config = {
+        "output-dir": str(tmp_path),
+        "num-server-rounds": 2,
+        "local-epochs": 1,
+        "min-available-nodes": 3,
+    }
+    grid = AppGrid(3, run_config=config)
+    context = Context(run_id=grid.run_id, node_id=0, node_config={}, state=RecordDict(), run_config=config)
+
+    # Execute
+    main(grid, context)  # type: ignore[arg-type]
+
+    # Assert: every phase of a round is there; in this one process a stage contains its
+    # replies' handlers, and a handler contains the training it reports.
+    (metrics_file,) = tmp_path.glob("*/metrics.json")
+    rows = json.loads(metrics_file.read_text())["rounds"]
+    assert set(rows[0]["phases"]) == {phases.CENTRAL_EVAL}
+    for row in rows[1:]:
+        p = row["phases"]
+        assert set(p) == {
+            phases.TRAIN_STAGE,
+            phases.AGGREGATE,
+            phases.EVALUATE_STAGE,
+            phases.CLIENT_HANDLER,
+            phases.CLIENT_TRAIN,
+            phases.CENTRAL_EVAL,
+            phases.CHECKPOINT,
+        }
+        assert p[phases.TRAIN_STAGE] + p[phases.EVALUATE_STAGE] >= p[phases.CLIENT_HANDLER]
+        assert p[phases.CLIENT_HANDLER] >= p[phases.CLIENT_TRAIN] > 0
+        assert row["seconds"] >= p[phases.TRAIN_STAGE] + p[phases.AGGREGATE] + p[phases.EVALUATE_STAGE]
