@@ -18,7 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from client_app.secagg import secagg_mod
 from strategies.core.records import from_layers, to_layers
 from tasks import wire
-from tests.conftest import push
+from tests.conftest import SyncGrid, push
 
 #: The model: two float layers and an integer buffer (BatchNorm's counter kind).
 NAMES = ["w", "b", "count"]
@@ -58,7 +58,7 @@ Tamper = Callable[[str, int, Message], Message]
 
 
 @dataclass
-class ProtocolGrid:
+class ProtocolGrid(SyncGrid):
     """Delivers messages to ``secagg_mod`` around ``inner`` (default: the fake training)."""
 
     clients: dict[int, Client]
@@ -69,6 +69,7 @@ class ProtocolGrid:
     contexts: dict[int, Context] = field(init=False)
 
     def __post_init__(self) -> None:
+        SyncGrid.__init__(self)  # the round driver pushes and pulls over send_and_receive
         self.contexts = {
             node: Context(run_id=1, node_id=node, node_config={}, state=RecordDict(), run_config={})
             for node in self.clients
