@@ -119,6 +119,8 @@ class RoundReporter:
                 }
             if stats.attackers:
                 row["attackers"] = stats.attackers
+            if stats.workers:  # simulation on Ray: accepted replies per Ray node
+                row["workers"] = dict(sorted(stats.workers.items()))
         record = None
         if self.central_eval is not None:
             loss, accuracy = self.central_eval(arrays)

@@ -72,6 +72,8 @@ SLOWDOWN_SECONDS = "slowdown-seconds"
 # --------------------------------------------------------- reply info (client → server)
 DEVICE = "device"
 ATTACKER = "attacker"
+#: Where the ClientApp ran in simulation: ``ray:<node id>`` on Flower's Ray backend.
+WORKER = "worker"
 
 # ------------------------------------------------------ node config (SuperNode → client)
 PARTITION_ID = "partition-id"
