@@ -108,6 +108,7 @@ class RoundReporter:
                 eval_sampled=stats.eval_sampled,
                 eval_succeeded=stats.eval_succeeded,
                 train_loss=stats.train_loss,
+                train_examples=stats.train_examples,
                 federated_loss=stats.federated_loss,
                 federated_accuracy=stats.federated_accuracy,
             )

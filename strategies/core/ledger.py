@@ -101,6 +101,8 @@ class RoundStats:
     #: where the round's work ran on a Ray cluster (docs/scaling.md). One entry per
     #: worker, never per node, so it does not grow with the population.
     workers: dict[str, int] = field(default_factory=dict)
+    #: Training examples of the aggregated replies (their ``num-examples``), for per-example costs.
+    train_examples: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -138,8 +140,9 @@ class RoundStats:
     def finish(
         self, valid: Sequence[Message], nodes: Mapping[int, NodeReport], train_loss: float | None
     ) -> None:
-        """The round's figures from its aggregated replies: loss, DP-SGD ε, attackers, workers."""
+        """The round's figures from its aggregated replies: loss, examples, DP-SGD ε, attackers, workers."""
         self.attackers = sum(nodes[m.metadata.src_node_id].attacker for m in valid)
+        self.train_examples = sum(nodes[m.metadata.src_node_id].num_examples for m in valid)
         self.workers = {}
         for m in valid:
             worker = nodes[m.metadata.src_node_id].worker

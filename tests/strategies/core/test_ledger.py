@@ -132,4 +132,5 @@ def test_finish_counts_accepted_replies_per_reported_worker_not_per_node() -> No
 
     # Assert
     assert stats.workers == {"ray:a": 2, "ray:b": 1}
+    assert stats.train_examples == 4 * 10  # every reply's num-examples
     assert strategy.nodes[3].worker == "ray:b" and strategy.nodes[4].worker == ""
