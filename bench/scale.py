@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench.localflower import LocalFlower
 from bench.sim import run_app, steady_seconds
@@ -103,6 +103,71 @@ def run_one(flower: LocalFlower, cfg: dict[str, Any], work: Path, cores: int) ->
     }
 
 
+def extractor_sweep_seconds(num_nodes: int, num_messages: int) -> dict[str, float]:
+    """One sweep of Flower's simulation message extractor, timed alone (flwr 1.41).
+
+    Builds the simulation's in-memory LinkState as ``flwr.simulation.run_simulation``
+    does (``num_nodes`` registered virtual nodes, one run), pushes ``num_messages``
+    messages through Flower's ``InMemoryGrid`` to distinct nodes, then runs the loop body
+    of ``vce_api.add_messages_to_queue`` (``get_message_ins(node_id, limit=1)`` for every
+    node) twice: the sweep that delivers the messages, and one with all of them delivered
+    but still stored (until the ServerApp pulls the replies). Uses Flower's internals as
+    its simulation does; pinned to flwr 1.41.
+    """
+    import secrets
+    import time
+
+    from flwr.app import Message, RecordDict
+    from flwr.common.constant import (
+        HEARTBEAT_INTERVAL_INF,
+        NOOP_ACCOUNT_NAME,
+        NOOP_FLWR_AID,
+        SUPERLINK_NODE_ID,
+    )
+    from flwr.proto.task_pb2 import Task  # pylint: disable=E0611
+    from flwr.server.superlink.linkstate import InMemoryLinkState, LinkStateFactory
+    from flwr.server.superlink.linkstate.in_memory_linkstate import RunRecord
+    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME, NOOP_FEDERATION_ID
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.superlink.federation import NoOpFederationManager
+    from flwr.superlink.grid import InMemoryGrid
+
+    factory = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory())
+    state = cast(InMemoryLinkState, factory.state())  # the simulation's state, as Flower casts it
+    nodes = []
+    for _ in range(num_nodes):
+        key = secrets.token_bytes(32)  # no node authentication in simulation
+        forever = HEARTBEAT_INTERVAL_INF
+        node_id = state.create_node(NOOP_FLWR_AID, NOOP_ACCOUNT_NAME, key, heartbeat_interval=forever)
+        state.acknowledge_node_heartbeat(node_id=node_id, heartbeat_interval=forever)
+        nodes.append(node_id)
+    run = Run.create_empty(run_id=4242)
+    run.primary_task_id, run.federation_id = 4343, NOOP_FEDERATION_ID
+    state.run_ids[run.run_id] = RunRecord(run=run)
+    state.task_store[4343] = Task(task_id=4343, run_id=run.run_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run.run_id, SUPERLINK_NODE_ID, 1
+    grid = InMemoryGrid(state_factory=factory)
+    grid.set_run(run)
+    grid.push_messages(
+        [Message(RecordDict(), dst_node_id=nodes[i], message_type="train") for i in range(num_messages)]
+    )
+    out: dict[str, float] = {"nodes": num_nodes, "messages": num_messages}
+    for name in ("delivering_s", "delivered_s"):
+        start = time.perf_counter()
+        for node_id in nodes:
+            state.get_message_ins(node_id=node_id, limit=1)
+        out[name] = time.perf_counter() - start
+    return out
+
+
+def engine_sweeps(quick: bool) -> list[dict[str, float]]:
+    """:func:`extractor_sweep_seconds` at each population and clients per round measured."""
+    cases = [(20, 10), (200, 10)] if quick else [(n, m) for m in (10, 100) for n in (100, 10_000)]
+    return [extractor_sweep_seconds(n, m) for n, m in cases]
+
+
 def run(flower: LocalFlower, work: Path, quick: bool) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     rows = []
@@ -111,7 +176,7 @@ def run(flower: LocalFlower, work: Path, quick: bool) -> dict[str, Any]:
             rows.append(run_one(flower, cfg, work, cores))
         except Exception as exc:  # noqa: BLE001  (report what failed, measure the rest)
             rows.append({**cfg, "error": str(exc)[-2000:]})
-    return summarize(rows)
+    return {**summarize(rows), "engine_sweeps": engine_sweeps(quick)}
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:

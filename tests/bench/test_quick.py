@@ -104,6 +104,10 @@ def test_scale_compares_populations_with_memory_of_all_simulation_processes(quic
     assert pair["nodes"] == [20, 200]
     assert pair["round_time_ratio"] == pytest.approx(large["sim_steady_s"] / small["sim_steady_s"])
     assert scale["peak_rss_mib"] == max(r["peak_memory"]["rss_mib"] for r in rows)
+    # Flower's message extractor timed alone: every case swept every registered node.
+    sweeps = scale["engine_sweeps"]
+    assert [(w["nodes"], w["messages"]) for w in sweeps] == [(20, 10), (200, 10)]
+    assert all(_positive(w["delivering_s"]) and _positive(w["delivered_s"]) for w in sweeps)
 
 
 def test_efficiency_has_a_curve_per_strategy_and_a_plot(quick: tuple[dict, Path]) -> None:
