@@ -46,17 +46,12 @@ def merge_optional(results: dict[str, Any], out: Path) -> None:
 
 
 def complete(results: dict[str, Any], out: Path) -> None:
-    """What the report needs beyond the measured sections, derived again at every render.
+    """What the report needs beyond the measured sections, added again at every render.
 
-    The separately run benchmarks' JSON from ``out`` (:data:`OPTIONAL`), and the scale
-    summary from the overhead runs (with the overhead's stamp when re-measured alone).
+    The separately run benchmarks' JSON from ``out`` (:data:`OPTIONAL`). Scale has its own
+    runs (``bench/scale.py``); it is no longer derived from the overhead runs.
     """
     merge_optional(results, out)
-    if "overhead" in results and "scale" in results:
-        results["scale"] = {
-            **scale.summarize(results["overhead"]),
-            **{k: v for k, v in results["overhead"].items() if k == "measured_separately"},
-        }
 
 
 def updated(published: dict[str, Any], fresh: dict[str, Any], sections: list[str]) -> dict[str, Any]:
@@ -65,8 +60,6 @@ def updated(published: dict[str, Any], fresh: dict[str, Any], sections: list[str
     A section's figures are ratios taken within that section's run, so a section can be
     re-measured alone; the stamp (when, which CPU) is printed above it in BENCHMARKS.md.
     """
-    if "overhead" in sections and "scale" not in sections:
-        sections = [*sections, "scale"]  # scale is computed from the overhead runs
     stamp = {"started": fresh["started"], "cpu": fresh["machine"]["cpu"], "cores": fresh["machine"]["cores"]}
     for name in sections:
         if name in fresh:
@@ -121,16 +114,17 @@ def main(argv: list[str] | None = None) -> int:
         if {"overhead", "scale", "efficiency"} & set(sections):
             flower = start_local_flower(work / "flwr-home", num_supernodes=10)
         compare = None
-        if args.compare_app is not None and {"overhead", "scale"} & set(sections):
+        if args.compare_app is not None and "overhead" in sections:
             compare_flower = start_in(args.compare_app.resolve(), work / "flwr-home-compare")
             compare = (compare_flower, args.compare_app.resolve())
         try:
-            if "overhead" in sections or "scale" in sections:
+            if "overhead" in sections:
                 results["load_average_samples"].append(("overhead:start", load_average()))
                 results["overhead"] = overhead.run(flower, work, args.quick, compare)
                 results["load_average_samples"].append(("overhead:end", load_average()))
             if "scale" in sections:
-                results["scale"] = scale.summarize(results["overhead"])
+                results["scale"] = scale.run(flower, work, args.quick)
+                results["load_average_samples"].append(("scale:end", load_average()))
             if "aggregation" in sections:
                 results["aggregation"] = aggregation.run(args.quick)
                 results["load_average_samples"].append(("aggregation:end", load_average()))

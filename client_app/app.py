@@ -61,6 +61,7 @@ from client_app.compression import compression_mod
 from client_app.dp import DPSGDSettings, dp_clipping_mod, make_client
 from client_app.secagg import secagg_mod
 from harness.client_attack import AttackSettings, attack_mod, flips_labels, poison_data
+from harness.ray_worker import ray_worker
 from harness.slowdown import slowdown_mod
 from strategies.core.records import from_layers, to_layers
 from tasks import wire
@@ -80,10 +81,13 @@ app = ClientApp()
 #: time, and a second slot covers the last replies of one run overlapping the next.
 MAX_RUNS = 2
 #: Nodes per run whose data and client a process keeps. A simulation worker serves many
-#: virtual nodes, one at a time; each should load its partition once, not per message,
-#: but a worker with more nodes than this reloads the least recently used one's (its
-#: per-node state is in ``context.state``, so nothing is lost, only reloaded).
-MAX_NODES_PER_RUN = 4096
+#: virtual nodes, one at a time, and keeps the recently served ones so that a node's
+#: evaluate (and its next round) does not gather its data again; a worker with more nodes
+#: than this rebuilds the least recently used one's (its per-node state is in
+#: ``context.state``, so nothing is lost). A constant, not a share of the population: with
+#: 10,000 virtual nodes a worker holds at most this many nodes' examples (gathering them
+#: again is cheap: the dataset and the model stay cached per run).
+MAX_NODES_PER_RUN = 256
 
 
 @dataclass(frozen=True)
@@ -222,7 +226,7 @@ def train(msg: Message, context: Context) -> Message:
                     wire.HANDLER_SECONDS: time.perf_counter() - began,
                 }
             ),
-            wire.INFO: ConfigRecord({wire.DEVICE: device_kind(node.device)}),
+            wire.INFO: ConfigRecord({wire.DEVICE: device_kind(node.device), **_worker_info()}),
         }
     )
     return Message(content=reply, reply_to=msg)
@@ -235,6 +239,12 @@ def fused_evaluation(client: TorchClient, params: list, config: Mapping[str, Any
     if wire.ACCURACY in metrics:
         fused[wire.FUSED_ACCURACY] = metrics[wire.ACCURACY]
     return fused
+
+
+def _worker_info() -> dict[str, str]:
+    """``{WORKER: "ray:<node id>"}`` on Flower's Ray backend (docs/scaling.md), else nothing."""
+    worker = ray_worker()
+    return {} if worker is None else {wire.WORKER: worker}
 
 
 @app.evaluate()

@@ -27,7 +27,7 @@ import numpy as np
 # Run as a script, Python puts deploy/ (not the repo root) on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.data import DatasetError, load_arrays, load_dataset, split_holdout  # noqa: E402
+from tasks.data import DatasetError, load_arrays, split_holdout, synthetic_devices  # noqa: E402
 from tasks.partition import partition_indices  # noqa: E402
 
 PARTITIONERS = ("iid", "dirichlet", "shard", "pathological", "natural")
@@ -84,9 +84,11 @@ def split_dataset(
     if partitioner == "natural":
         if dataset != "synthetic":
             raise ValueError(f"partitioner='natural' needs dataset='synthetic', got dataset={dataset!r}")
-        bundle = load_dataset(dataset, seed=seed, synthetic_devices_count=num_partitions)
-        x_train, y_train = bundle.x_train, bundle.y_train
-        parts = list(bundle.natural_partitions or ())
+        # Each device generated alone, as a simulated client generates it (tasks.loading).
+        dev = synthetic_devices(alpha=1.0, beta=1.0, num_devices=num_partitions, iid=False, seed=seed)
+        x_train, y_train = np.concatenate(dev.x_train), np.concatenate(dev.y_train)
+        bounds = np.cumsum([0] + [len(y) for y in dev.y_train])
+        parts = [np.arange(bounds[i], bounds[i + 1]) for i in range(num_partitions)]
     else:
         x_train, y_train, _, _ = load_arrays(dataset, seed=seed, test_fraction=dataset_test_fraction)
         parts = partition_indices(

@@ -183,6 +183,7 @@ class RoundReporter:
                 eval_sampled=stats.eval_sampled,
                 eval_succeeded=stats.eval_succeeded,
                 train_loss=stats.train_loss,
+                train_examples=stats.train_examples,
                 federated_loss=stats.federated_loss,
                 federated_accuracy=stats.federated_accuracy,
             )
@@ -196,6 +197,8 @@ class RoundReporter:
                 }
             if stats.attackers:
                 row["attackers"] = stats.attackers
+            if stats.workers:  # simulation on Ray: accepted replies per Ray node
+                row["workers"] = dict(sorted(stats.workers.items()))
         timings = dict(self.stats[server_round].phases) if server_round in self.stats else {}
         record = None
         if self.central_eval is not None:

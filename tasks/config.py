@@ -344,6 +344,12 @@ class AppConfig(Section):
     )
     shards_per_client: int = declare(2, "shards per client (shard partitioner)", at_least(1))
     classes_per_client: int = declare(2, "classes per client (pathological partitioner)", at_least(1))
+    partition_size: int = declare(
+        20,
+        "examples per client (sampled partitioner: each client draws its own from the whole "
+        "training set, so clients overlap and the population may exceed the dataset)",
+        at_least(1),
+    )
     test_fraction: float = declare(
         0.2,
         "share of digits held out as the server's test set",

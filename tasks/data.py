@@ -6,7 +6,9 @@ float32 ``[N, C, H, W]`` in [0, 1], features as float32 ``[N, D]``, labels as in
 
 Synthetic(α, β) follows Li et al. 2020, "Federated Optimization in Heterogeneous
 Networks" (arXiv:1812.06127, §5.1 and its ``generate_synthetic.py``), with α and β
-used as standard deviations as the reference code does.
+used as standard deviations as the reference code does. Unlike the reference code, which
+draws every device from one random stream, each device here has its own seeded stream
+(same distribution): one device of 10,000 is generated alone, when its client is sampled.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ class DataBundle:
     """Model-ready train/test arrays of one dataset.
 
     ``natural_partitions`` holds per-device train indices for datasets that come
-    split by device (Synthetic); ``num_classes`` is 0 for regression.
+    split by device (Synthetic: of the first :data:`SYNTHETIC_SERVER_DEVICES` devices,
+    the ones the bundle holds; a client generates its own device with
+    :func:`synthetic_device`); ``num_classes`` is 0 for regression.
     """
 
     name: str
@@ -83,6 +87,24 @@ def digits_arrays(*, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
 
 
 # ------------------------------------------------------------------------ synthetic
+#: Devices whose held-out 10% form the server's Synthetic test set (and the bundle's
+#: training table): the first ``min(synthetic-devices, SYNTHETIC_SERVER_DEVICES)``. With
+#: 10,000 devices the server generates 100 of them, not all (clients generate their own).
+SYNTHETIC_SERVER_DEVICES = 100
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """The parameters of Synthetic(α, β); device ``k`` is a pure function of them and ``k``."""
+
+    alpha: float
+    beta: float
+    iid: bool
+    seed: int
+    num_features: int = 60
+    num_classes: int = 10
+
+
 @dataclass(frozen=True)
 class SyntheticDevices:
     """Per-device train/test arrays of Synthetic(α, β)."""
@@ -91,6 +113,46 @@ class SyntheticDevices:
     y_train: tuple[np.ndarray, ...]
     x_test: tuple[np.ndarray, ...]
     y_test: tuple[np.ndarray, ...]
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_model(spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The IID variant's one (W, b), drawn from the seed alone."""
+    rng = np.random.default_rng([spec.seed, 0])
+    return rng.normal(0, 1, (spec.num_features, spec.num_classes)), rng.normal(0, 1, spec.num_classes)
+
+
+def synthetic_device(spec: SyntheticSpec, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Device ``k`` of Synthetic(α, β) of Li et al. 2020: (x_train, y_train, x_test, y_test).
+
+    Device ``k`` draws from its own generator, ``default_rng([seed, 1, k])``, so any one
+    device is generated alone, on demand, and identically whichever other devices exist:
+    a population of 10,000 devices costs nothing until a device is sampled.
+
+    n_k = int(lognormal(4, 2)) + 50; u_k ~ N(0, α), B_k ~ N(0, β); W_k ~ N(u_k, 1),
+    b_k ~ N(u_k, 1); v_k ~ N(B_k, 1); x ~ N(v_k, Σ) with Σ_jj = j^(-1.2);
+    y = argmax(x W_k + b_k). The IID variant shares one W, b ~ N(0, 1) and uses v = 0.
+    The device keeps 90% for training, 10% for testing.
+    """
+    if k < 0:
+        raise DatasetError(f"synthetic device {k} does not exist; devices are numbered from 0")
+    rng = np.random.default_rng([spec.seed, 1, k])
+    n_k = int(rng.lognormal(4, 2)) + 50
+    nf = spec.num_features
+    std_x = np.sqrt(np.arange(1, nf + 1, dtype=np.float64) ** -1.2)
+    if spec.iid:
+        (w, b), v = _shared_model(spec), np.zeros(nf)
+    else:
+        u_k = rng.normal(0, spec.alpha)
+        big_b_k = rng.normal(0, spec.beta)
+        w = rng.normal(u_k, 1, (nf, spec.num_classes))
+        b = rng.normal(u_k, 1, spec.num_classes)
+        v = rng.normal(big_b_k, 1, nf)
+    x = rng.normal(v, std_x, (n_k, nf))
+    y = np.argmax(x @ w + b, axis=1)
+    n_train = int(0.9 * n_k)
+    x32, y64 = x.astype(np.float32), y.astype(np.int64)
+    return x32[:n_train], y64[:n_train], x32[n_train:], y64[n_train:]
 
 
 def synthetic_devices(
@@ -103,36 +165,10 @@ def synthetic_devices(
     num_features: int = 60,
     num_classes: int = 10,
 ) -> SyntheticDevices:
-    """Generate Synthetic(α, β) of Li et al. 2020, one array set per device.
-
-    Per device k: n_k = int(lognormal(4, 2)) + 50; u_k ~ N(0, α), B_k ~ N(0, β);
-    W_k ~ N(u_k, 1), b_k ~ N(u_k, 1); v_k ~ N(B_k, 1); x ~ N(v_k, Σ) with
-    Σ_jj = j^(-1.2); y = argmax(x W_k + b_k). The IID variant shares one W, b ~
-    N(0, 1) and uses v = 0. Each device keeps 90% for training, 10% for testing.
-    """
-    rng = np.random.default_rng(seed)
-    sizes = rng.lognormal(4, 2, num_devices).astype(int) + 50
-    std_x = np.sqrt(np.arange(1, num_features + 1, dtype=np.float64) ** -1.2)
-    w_global = rng.normal(0, 1, (num_features, num_classes))
-    b_global = rng.normal(0, 1, num_classes)
-    xs_tr, ys_tr, xs_te, ys_te = [], [], [], []
-    for n_k in sizes:
-        if iid:
-            w, b, v = w_global, b_global, np.zeros(num_features)
-        else:
-            u_k = rng.normal(0, alpha)
-            big_b_k = rng.normal(0, beta)
-            w = rng.normal(u_k, 1, (num_features, num_classes))
-            b = rng.normal(u_k, 1, num_classes)
-            v = rng.normal(big_b_k, 1, num_features)
-        x = rng.normal(v, std_x, (n_k, num_features))
-        y = np.argmax(x @ w + b, axis=1)
-        n_train = int(0.9 * n_k)
-        xs_tr.append(x[:n_train].astype(np.float32))
-        ys_tr.append(y[:n_train].astype(np.int64))
-        xs_te.append(x[n_train:].astype(np.float32))
-        ys_te.append(y[n_train:].astype(np.int64))
-    return SyntheticDevices(tuple(xs_tr), tuple(ys_tr), tuple(xs_te), tuple(ys_te))
+    """Devices ``0 .. num_devices - 1`` of Synthetic(α, β) (:func:`synthetic_device` each)."""
+    spec = SyntheticSpec(alpha, beta, iid, seed, num_features, num_classes)
+    devices = [synthetic_device(spec, k) for k in range(num_devices)]
+    return SyntheticDevices(*(tuple(d[i] for d in devices) for i in range(4)))
 
 
 # --------------------------------------------------------------- linear regression
@@ -273,10 +309,12 @@ def load_dataset(
     """Load ``dataset`` once per process (cached) as model-ready arrays."""
     check_dataset_name(dataset)
     if dataset == "synthetic":
+        # The server's test set and the bundle's training table come from the first
+        # SYNTHETIC_SERVER_DEVICES devices only; every client generates its own device.
         dev = synthetic_devices(
             alpha=synthetic_alpha,
             beta=synthetic_beta,
-            num_devices=synthetic_devices_count,
+            num_devices=min(synthetic_devices_count, SYNTHETIC_SERVER_DEVICES),
             iid=synthetic_iid,
             seed=seed,
         )

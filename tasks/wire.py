@@ -85,6 +85,8 @@ FUSED_NUM_EXAMPLES = "fused-eval-num-examples"
 # --------------------------------------------------------- reply info (client → server)
 DEVICE = "device"
 ATTACKER = "attacker"
+#: Where the ClientApp ran in simulation: ``ray:<node id>`` on Flower's Ray backend.
+WORKER = "worker"
 
 # ------------------------------------------------------ node config (SuperNode → client)
 PARTITION_ID = "partition-id"

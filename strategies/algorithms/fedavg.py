@@ -569,6 +569,7 @@ class FedAvg(FlowerFedAvg):
                     wire.as_int(info[wire.NUM_PARTITIONS]) if wire.NUM_PARTITIONS in info else None
                 ),
                 attacker=bool(info.get(wire.ATTACKER, False)),
+                worker=str(info.get(wire.WORKER, "")),
             )
 
     # ---------------------------------------------------------------- evaluation

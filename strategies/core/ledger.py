@@ -52,6 +52,8 @@ class NodeReport:
     partition: int | None = None
     num_partitions: int | None = None
     attacker: bool = False
+    #: Where its ClientApp ran in simulation (``ray:<node id>``), "" when not reported.
+    worker: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,12 @@ class RoundStats:
     dp_sgd_epsilon_by_node: dict[int, float] = field(default_factory=dict)
     #: Accepted replies from simulated attackers (run config ``attack``), if any attacked.
     attackers: int = 0
+    #: Accepted train replies per simulation worker (``ray:<node id>``), when reported:
+    #: where the round's work ran on a Ray cluster (docs/scaling.md). One entry per
+    #: worker, never per node, so it does not grow with the population.
+    workers: dict[str, int] = field(default_factory=dict)
+    #: Training examples of the aggregated replies (their ``num-examples``), for per-example costs.
+    train_examples: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -145,8 +153,14 @@ class RoundStats:
     def finish(
         self, valid: Sequence[Message], nodes: Mapping[int, NodeReport], train_loss: float | None
     ) -> None:
-        """The round's figures from its aggregated replies: loss, DP-SGD ε, attackers."""
+        """The round's figures from its aggregated replies: loss, examples, DP-SGD ε, attackers, workers."""
         self.attackers = sum(nodes[m.metadata.src_node_id].attacker for m in valid)
+        self.train_examples = sum(nodes[m.metadata.src_node_id].num_examples for m in valid)
+        self.workers = {}
+        for m in valid:
+            worker = nodes[m.metadata.src_node_id].worker
+            if worker:
+                self.workers[worker] = self.workers.get(worker, 0) + 1
         self.train_loss = train_loss
         self.dp_sgd_epsilon = max_client_epsilon(valid)
         self.dp_sgd_epsilon_by_node = client_epsilons(valid)

@@ -103,14 +103,30 @@ def test_aggregation_is_measured_against_the_floor_and_flower(quick: tuple[dict,
     assert _positive(strategies["fedavg"]["ratio_to_floor"]) and strategies["fedavg"]["replies"] == 10
 
 
-def test_scale_reports_memory_of_all_simulation_processes(quick: tuple[dict, Path]) -> None:
+def test_scale_compares_populations_with_memory_of_all_simulation_processes(quick: tuple[dict, Path]) -> None:
     results, _ = quick
-    rows = results["scale"]["rows"]
-    assert rows and all("error" not in r for r in rows)
+    scale = results["scale"]
+    rows = scale["rows"]
+    assert rows and all("error" not in r for r in rows), rows
+    assert sorted(r["nodes"] for r in rows) == [20, 200]
     for r in rows:
+        mem = r["peak_memory"]
         # SuperLink, SuperExec, the simulation process, Ray's processes and at least one actor.
-        assert r["processes"] >= 5
-        assert _positive(r["rss_mib"]) and 0 < r["pss_mib"] <= r["rss_mib"]
+        assert mem["processes"] >= 5
+        assert _positive(mem["rss_mib"]) and 0 < mem["pss_mib"] <= mem["rss_mib"]
+        # Every round trained the sampled clients, 14 examples each (13 train + 1 held out: 13).
+        assert r["succeeded"] == [r["per_round"]] * r["rounds"]
+        assert r["train_examples"] == [r["per_round"] * 13] * r["rounds"]
+        assert r["ms_per_example"] == pytest.approx(1000 * r["sim_steady_s"] / r["steady_examples"])
+    (pair,) = scale["pairs"]
+    small, large = sorted(rows, key=lambda r: r["nodes"])
+    assert pair["nodes"] == [20, 200]
+    assert pair["round_time_ratio"] == pytest.approx(large["sim_steady_s"] / small["sim_steady_s"])
+    assert scale["peak_rss_mib"] == max(r["peak_memory"]["rss_mib"] for r in rows)
+    # Flower's message extractor timed alone: every case swept every registered node.
+    sweeps = scale["engine_sweeps"]
+    assert [(w["nodes"], w["messages"]) for w in sweeps] == [(20, 10), (200, 10)]
+    assert all(_positive(w["delivering_s"]) and _positive(w["delivered_s"]) for w in sweeps)
 
 
 def test_efficiency_has_a_curve_per_strategy_and_a_plot(quick: tuple[dict, Path]) -> None:

@@ -75,3 +75,39 @@ def test_a_run_keeps_at_most_max_nodes_per_run_nodes_sharing_one_model(
     run = client_module._RUNS.peek(32_000)
     assert run is not None and len(run.nodes) == 3 and len(run.models) == 1
     assert len({id(node.model) for node in run.nodes.values()}) == 1
+
+
+def serve(run_id: int, partition: int, population: int, run_config: dict) -> None:
+    model = build_model("digits-cnn", (1, 8, 8), 10)
+    names = list(model.state_dict())
+    content = RecordDict(
+        {
+            wire.ARRAYS: from_layers(names, get_weights(model)),
+            wire.CONFIG: ConfigRecord({wire.MODEL: "digits-cnn", wire.NUM_CLASSES: 10}),
+        }
+    )
+    msg = Message(content, dst_node_id=5, message_type=MessageType.EVALUATE)
+    node = {"partition-id": partition, "num-partitions": population}
+    ctx = Context(run_id=run_id, node_id=5, node_config=node, state=RecordDict(), run_config=run_config)
+    reply = app(msg, ctx)
+    assert not reply.has_error(), reply.error
+
+
+def test_the_node_cache_is_bounded_by_a_constant_not_by_the_population(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Arrange: 10,000 virtual nodes on digits (sampled partitions), a small bound to reach quickly
+    clear_caches()
+    monkeypatch.setattr(client_module, "MAX_NODES_PER_RUN", 4)
+    run_config = {"dataset": "digits", "partitioner": "sampled", "partition-size": 12, "val-fraction": 0.25}
+
+    # Execute: one worker serves nodes spread over the population
+    for partition in range(0, 10_000, 1_000):
+        serve(33_000, partition, 10_000, run_config)
+
+    # Assert: only the last 4 nodes' data is kept, each only its own 12 examples
+    run = client_module._RUNS.peek(33_000)
+    assert run is not None and len(run.nodes) == 4 and len(run.models) == 1
+    assert [key[0][1] for key in run.nodes] == [6_000, 7_000, 8_000, 9_000]
+    assert all(len(n.data.x_train) + len(n.data.x_val) == 12 for n in run.nodes.values())
+    assert client_module.MAX_NODES_PER_RUN < 10_000

@@ -493,6 +493,26 @@ def test_device_files_equal_the_simulated_clients_data() -> None:
         np.testing.assert_array_equal(devices[i]["y_test"], simulated.y_val)
 
 
+def test_synthetic_device_files_equal_the_simulated_devices() -> None:
+    # Each Synthetic device is generated alone (tasks.data.synthetic_device) in both paths.
+    split = load_split_module()
+    from tasks.config import AppConfig
+    from tasks.loading import client_data
+
+    cfg = AppConfig.from_run_config(
+        {"dataset": "synthetic", "synthetic-devices": 5, "seed": 3, "val-fraction": 0.1}
+    )
+
+    devices = split.split_dataset(
+        "synthetic", partitioner="natural", num_partitions=5, seed=3, test_fraction=0.1
+    )
+
+    for i in (0, 4):
+        simulated = client_data(cfg, i, 5)
+        np.testing.assert_array_equal(devices[i]["x_train"], simulated.x_train)
+        np.testing.assert_array_equal(devices[i]["y_test"], simulated.y_val)
+
+
 def test_same_seed_gives_the_same_files_and_another_seed_does_not() -> None:
     split = load_split_module()
 

@@ -95,3 +95,28 @@ def test_serverapp_end_of_run_table_marks_the_node_lost_mid_run(tmp_path, monkey
     assert sorted(rows) == sorted(grid.node_ids)
     assert "lost in round 1" in rows[grid.victim]
     assert rows[grid.node_ids[0]].split()[1] == "ok"
+
+
+def test_a_round_row_counts_examples_and_replies_per_ray_worker_not_per_node(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from flwr.app import ArrayRecord
+
+    from server_app.reporting import RoundReporter
+    from server_app.run_dir import RunDirectory
+
+    # Prepare: a round of 100 accepted replies from two Ray nodes
+    run = RunDirectory.create(str(tmp_path), "fedavg", "digits")
+    stats = {
+        1: RoundStats(sampled=100, succeeded=100, train_examples=1300, workers={"ray:b": 40, "ray:a": 60})
+    }
+    reporter = RoundReporter(stats, run, None, 1)
+
+    # Execute
+    reporter(1, ArrayRecord())
+
+    # Assert: one entry per worker (sorted), not one per node
+    (row,) = json.loads((run.path / "metrics.json").read_text())["rounds"]
+    assert row["train_examples"] == 1300
+    assert row["workers"] == {"ray:a": 60, "ray:b": 40}
+    assert "workers" not in json.dumps(RoundStats().as_dict()) or RoundStats().workers == {}

@@ -108,3 +108,29 @@ def test_evaluate_replies_do_not_count_as_train_failures() -> None:
 
     # Assert
     assert strategy.stats[1].failed == 0 and strategy.stats[1].eval_succeeded == 0
+
+
+def test_finish_counts_accepted_replies_per_reported_worker_not_per_node() -> None:
+    # Arrange: 3 replies, two from Ray node "a", one from "b"; a fourth node reports no worker
+    strategy = FedAvg(min_train_nodes=1, min_available_nodes=1)
+    sent = _sent([1, 2, 3, 4])
+    by_node = {m.metadata.dst_node_id: m for m in sent}
+    workers = {1: "ray:a", 2: "ray:a", 3: "ray:b", 4: None}
+    replies = [
+        _answer(
+            by_node[n],
+            0.1,
+            extra={"info": ConfigRecord({"device": "cpu", **({"worker": w} if w else {})})},
+        )
+        for n, w in workers.items()
+    ]
+    strategy.record_nodes(replies)
+    stats = RoundStats()
+
+    # Execute
+    stats.finish(replies, strategy.nodes, train_loss=None)
+
+    # Assert
+    assert stats.workers == {"ray:a": 2, "ray:b": 1}
+    assert stats.train_examples == 4 * 10  # every reply's num-examples
+    assert strategy.nodes[3].worker == "ray:b" and strategy.nodes[4].worker == ""
