@@ -500,7 +500,10 @@ REFUSED = {
     ),
     "int8": ({"strategy": "fedavg", "compression": "int8"}, "compression='int8' cannot be combined"),
     "topk": ({"strategy": "fedadam", "compression": "topk"}, "compression='topk' cannot be combined"),
-    "fused-evaluate": ({"strategy": "fedavg", "fused-evaluate": True}, "fused-evaluate=true cannot be combined"),
+    "fused-evaluate": (
+        {"strategy": "fedavg", "fused-evaluate": True},
+        "fused-evaluate=true cannot be combined",
+    ),
 }
 BAD_KEYS = {
     "secure-aggregation": ("secagg", "must be one of none, secagg+"),
