@@ -240,22 +240,24 @@ def folder_name(combination: Mapping[str, Scalar]) -> str:
 
 
 def check_combinations(combinations: Sequence[Mapping[str, Scalar]], base: Mapping[str, Scalar]) -> None:
-    """Build each combination's config as the ServerApp would (run-level and strategy checks).
+    """Build each combination's config and strategy as the ServerApp would, before anything runs.
 
-    Catches, before anything runs, what the declarations can tell without data or nodes:
-    an unknown strategy, and checks across keys (``straggler-fraction`` with one local
-    epoch, a strategy's own combinations). Not caught: what depends on the nodes (a robust
-    rule's guarantee for the sampled clients), which the ServerApp refuses at run time.
+    Catches what the declarations can tell without data or nodes: an unknown strategy,
+    checks across keys (``straggler-fraction`` with one local epoch, a strategy's own
+    combinations), the combinations a wrapper refuses (secure aggregation with a robust
+    rule, DP around FedBuff, fused evaluation with FedBuff, ...), and a tracker whose
+    library is missing. Not caught: what depends on the nodes (a robust rule's guarantee
+    for the sampled clients), which the ServerApp refuses at run time.
     """
-    from strategies.core.registry import get_spec
+    from server_app.tracking import TrackingConfig, require_libraries
+    from strategies.core.registry import build_strategy
     from tasks.config import AppConfig
 
     for combination in combinations:
         try:
             cfg = AppConfig.from_run_config({**base, **combination})
-            spec = get_spec(cfg.strategy)
-            if spec.config is not None:
-                cfg.section(spec.config)
+            build_strategy(cfg)
+            require_libraries(cfg.section(TrackingConfig).backends)
         except ConfigError as exc:
             raise ExperimentError(f"combination {label(combination) or '(base)'}: {exc}") from exc
 

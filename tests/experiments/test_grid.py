@@ -110,6 +110,19 @@ def test_combination_checks_run_as_the_server_app_would() -> None:
     check_combinations(expand({"strategy": ["fedavg", "median"]}), {"robust-num-byzantine": 5})
 
 
+def test_a_combination_a_wrapper_refuses_fails_before_anything_runs() -> None:
+    with pytest.raises(ExperimentError, match=r"strategy=median: .*secure-aggregation='secagg\+'"):
+        check_combinations(expand({"strategy": ["fedavg", "median"]}), {"secure-aggregation": "secagg+"})
+
+
+def test_a_missing_tracking_library_fails_the_sweep_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if the [tracking] extra were not installed
+    with pytest.raises(ExperimentError, match=r'pip install -e "\.\[tracking\]"'):
+        check_combinations(expand({"strategy": ["fedavg"]}), {"tracking": "mlflow"})
+
+
 def test_a_key_both_swept_and_fixed_is_refused() -> None:
     with pytest.raises(ExperimentError, match="local-epochs given in both --grid and --run-config"):
         check_overlap({"local-epochs": [1, 2]}, {"local-epochs": 1})
