@@ -10,6 +10,9 @@ a ``MetricRecord`` that carries ``num-examples`` (training examples), and a smal
 Cross-cutting steps are Flower mods around the train handler (:data:`TRAIN_MODS`,
 outermost first); each acts only when the server's train config asks for it:
 
+0. :func:`harness.dropout.dropout_mod`: a simulated node lost after SecAgg+ key sharing
+   stops answering (``secagg-drop-after-share-keys``; simulation only); outermost, so it
+   sees each secure-aggregation stage before anything answers it;
 1. :func:`client_app.compression.compression_mod`: the reply's model becomes its
    compressed update (``compression``), the top-k residual kept in ``context.state``;
 2. :func:`harness.client_attack.attack_mod`: a simulated attacker replaces its update
@@ -51,6 +54,7 @@ from client_app.client import TorchClient
 from client_app.compression import compression_mod
 from client_app.dp import DPSGDSettings, dp_clipping_mod, make_client
 from harness.client_attack import AttackSettings, attack_mod, flips_labels, poison_data
+from harness.dropout import dropout_mod
 from harness.slowdown import slowdown_mod
 from strategies.core.records import from_layers, to_layers
 from tasks import wire
@@ -61,7 +65,7 @@ from tasks.models import build_model
 from tasks.train import device_kind, pick_device
 
 #: The train handler's mods, outermost first (see the module docstring for the order).
-TRAIN_MODS: list[Mod] = [compression_mod, attack_mod, dp_clipping_mod, slowdown_mod]
+TRAIN_MODS: list[Mod] = [dropout_mod, compression_mod, attack_mod, dp_clipping_mod, slowdown_mod]
 
 app = ClientApp()
 

@@ -465,10 +465,11 @@ def builtin_sections() -> tuple[type[Section], ...]:
     imported here, when a config is built, and ``tasks`` itself stays framework-free.
     """
     from harness.attacks import AttackConfig
+    from harness.dropout import DropoutConfig
     from harness.slowdown import SlowdownConfig
     from strategies.core.registry import builtin_sections as strategy_sections
 
-    return (AppConfig, *strategy_sections(), AttackConfig, SlowdownConfig)
+    return (AppConfig, *strategy_sections(), AttackConfig, SlowdownConfig, DropoutConfig)
 
 
 def builtin_keys() -> dict[str, Declared]:

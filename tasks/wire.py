@@ -55,6 +55,8 @@ ATTACK = "attack"
 ATTACK_FRACTION = "attack-fraction"
 ATTACK_SCALE = "attack-scale"
 SEED = "seed"
+#: Simulated nodes lost after SecAgg+ key sharing (harness.dropout).
+SECAGG_DROP_AFTER_SHARE_KEYS = "secagg-drop-after-share-keys"
 
 # ------------------------------------------------------ reply metrics (client → server)
 NUM_EXAMPLES = "num-examples"
@@ -72,6 +74,13 @@ SLOWDOWN_SECONDS = "slowdown-seconds"
 # --------------------------------------------------------- reply info (client → server)
 DEVICE = "device"
 ATTACKER = "attacker"
+
+# ----------------------------------------------- SecAgg+ stage messages (Flower's names)
+# Provisional until the secure-aggregation branch re-exports Flower's secaggplus_constants.
+SECAGG_CONFIGS = "secaggplus_configs"
+SECAGG_STAGE = "stage"
+SECAGG_STAGE_COLLECT_MASKED_VECTORS = "collect_masked_vectors"
+SECAGG_STAGE_UNMASK = "unmask"
 
 # ------------------------------------------------------ node config (SuperNode → client)
 PARTITION_ID = "partition-id"
