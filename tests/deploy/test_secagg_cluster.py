@@ -1,0 +1,44 @@
+"""SecAgg+ on the local deployment: a real SuperLink over TLS and SuperNodes with their own files.
+
+The cluster comes from ``deploy/local-cluster.sh`` (the ``make_cluster`` fixture of
+``test_local_cluster``, which stops it and checks every PID dead afterwards). Every
+stage of the protocol crosses the SuperLink as ordinary messages between separate
+processes, each node with its own key pairs in its own ClientApp process; assertions
+read the run's metrics.json.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.deploy.test_local_cluster import Cluster, central_accuracy, make_cluster, run_id_of  # noqa: F401
+
+pytestmark = pytest.mark.deploy
+
+NODES = 4
+ROUNDS = 2
+
+
+def test_secagg_run_completes_over_tls_with_every_node_surviving(make_cluster) -> None:  # noqa: ANN001, F811
+    # Prepare: four nodes over TLS; each node's mask key is shared with all others, 3 rebuild it.
+    cluster: Cluster = make_cluster("--tls", nodes=NODES)
+
+    # Execute
+    proc, metrics = cluster.run_app(
+        cluster.dir / "out-secagg",
+        f"num-server-rounds={ROUNDS} round-timeout=120 fraction-train=1.0 min-train-nodes={NODES} "
+        f"min-available-nodes={NODES} secure-aggregation='secagg+' secagg-num-shares={NODES} "
+        "secagg-reconstruction-threshold=3",
+    )
+
+    # Assert: each round unmasked the sum of all four updates, and the model learned from it.
+    rounds = {r["round"]: r for r in metrics["rounds"]}
+    assert sorted(rounds) == list(range(ROUNDS + 1)), metrics["rounds"]
+    for t in range(1, ROUNDS + 1):
+        row = rounds[t]
+        assert row["secagg_survivors"] == NODES and row["secagg_dropped"] == 0, row
+        assert row["succeeded"] == NODES and row["failed"] == 0 and not row["kept_previous_model"], row
+    accuracy = central_accuracy(metrics)
+    assert accuracy[ROUNDS] > accuracy[0] + 0.1, accuracy
+    run = cluster.flwr_json("ls", "--run-id", str(run_id_of(proc)))["runs"][0]
+    assert run["status"] == "finished:completed"
