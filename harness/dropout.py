@@ -162,7 +162,7 @@ def stage_of(msg: Message) -> str | None:
 
 
 #: The stages a node lost after key sharing no longer answers.
-LOST_STAGES = (wire.SECAGG_STAGE_COLLECT_MASKED_VECTORS, wire.SECAGG_STAGE_UNMASK)
+LOST_STAGES = (wire.SECAGG_COLLECT, wire.SECAGG_UNMASK)
 #: ``context.state`` record marking the node lost in the current round (the unmask stage
 #: carries no train config to decide from).
 _STATE = "secagg-dropout"
@@ -192,7 +192,7 @@ def dropout_mod(msg: Message, context: Context, call_next: ClientAppCallable) ->
         if stage is not None:  # a new round's setup: the node is back until told otherwise
             context.state.config_records.pop(_STATE, None)
         return call_next(msg, context)
-    if stage == wire.SECAGG_STAGE_COLLECT_MASKED_VECTORS:
+    if stage == wire.SECAGG_COLLECT:
         config = msg.content.config_records.get(wire.CONFIG)
         lost = config is not None and is_dropped(config, context.node_config)
         context.state.config_records[_STATE] = ConfigRecord({"lost": lost})

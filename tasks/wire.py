@@ -79,8 +79,8 @@ ATTACKER = "attacker"
 # Provisional until the secure-aggregation branch re-exports Flower's secaggplus_constants.
 SECAGG_CONFIGS = "secaggplus_configs"
 SECAGG_STAGE = "stage"
-SECAGG_STAGE_COLLECT_MASKED_VECTORS = "collect_masked_vectors"
-SECAGG_STAGE_UNMASK = "unmask"
+SECAGG_COLLECT = "collect_masked_vectors"
+SECAGG_UNMASK = "unmask"
 
 # ------------------------------------------------------ node config (SuperNode → client)
 PARTITION_ID = "partition-id"
