@@ -20,15 +20,16 @@ ROUNDS = 2
 
 
 def test_secagg_run_completes_over_tls_with_every_node_surviving(make_cluster) -> None:  # noqa: ANN001, F811
-    # Prepare: four nodes over TLS; each node's mask key is shared with all others, 3 rebuild it.
+    # Prepare: four nodes over TLS; each node shares its secrets with its ring neighbourhood
+    # of 3 (itself and one on each side), 2 shares rebuild one.
     cluster: Cluster = make_cluster("--tls", nodes=NODES)
 
     # Execute
     proc, metrics = cluster.run_app(
         cluster.dir / "out-secagg",
         f"num-server-rounds={ROUNDS} round-timeout=120 fraction-train=1.0 min-train-nodes={NODES} "
-        f"min-available-nodes={NODES} secure-aggregation='secagg+' secagg-num-shares={NODES} "
-        "secagg-reconstruction-threshold=3",
+        f"min-available-nodes={NODES} secure-aggregation='secagg+' secagg-num-shares=3 "
+        "secagg-reconstruction-threshold=2",
     )
 
     # Assert: each round unmasked the sum of all four updates, and the model learned from it.

@@ -22,9 +22,10 @@ NODES = 10
 #: Small and quick: one local epoch, no federated evaluation; the central test set decides.
 BASE = f"num-server-rounds={ROUNDS} local-epochs=1 fraction-train=1.0 fraction-evaluate=0.0 seed=42"
 SECAGG = "secure-aggregation='secagg+'"
-#: Every node shares keys with every other, and 8 of the 10 shares rebuild a secret:
-#: up to n − t = 2 nodes may be lost after key sharing.
-SHARES = "secagg-num-shares=10 secagg-reconstruction-threshold=8"
+#: Each node shares its secrets with its 9-node neighbourhood (itself and 4 on each side of
+#: the ring), 7 shares rebuild one: any 2 nodes may be lost after key sharing (9 − 7), and
+#: with 4 lost only 6 < 7 nodes survive, so no secret can be rebuilt at all.
+SHARES = "secagg-num-shares=9 secagg-reconstruction-threshold=7"
 
 
 def rounds_of(metrics: dict) -> dict[int, dict]:
@@ -76,9 +77,9 @@ def test_nodes_lost_after_key_sharing_are_recovered(
 def test_more_lost_than_the_threshold_allows_keeps_the_model_and_the_run_goes_on(
     local_flower: LocalFlower, tmp_path: Path
 ) -> None:
-    # Execute: 3 lost of 10 with threshold 8: 7 survivors cannot unmask.
+    # Execute: 4 lost of 10 with threshold 7: 6 survivors cannot unmask.
     _, metrics = finished_run(
-        local_flower, tmp_path, f"{BASE} {SECAGG} {SHARES} secagg-drop-after-share-keys=3"
+        local_flower, tmp_path, f"{BASE} {SECAGG} {SHARES} secagg-drop-after-share-keys=4"
     )
 
     # Assert: no round released a model; each is counted as kept, and the run completed.
@@ -86,7 +87,7 @@ def test_more_lost_than_the_threshold_allows_keeps_the_model_and_the_run_goes_on
     for t in range(1, ROUNDS + 1):
         row = rounds[t]
         assert row["kept_previous_model"], row
-        assert row["secagg_survivors"] == NODES - 3 and row["secagg_dropped"] == 3, row
+        assert row["secagg_survivors"] == NODES - 4 and row["secagg_dropped"] == 4, row
         assert row["central_accuracy"] == rounds[0]["central_accuracy"], row  # the initial model, unchanged
     assert sum(rounds[t]["kept_previous_model"] for t in range(1, ROUNDS + 1)) == ROUNDS
 
