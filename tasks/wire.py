@@ -81,6 +81,7 @@ SECAGG_CONFIGS = "secaggplus_configs"
 SECAGG_STAGE = "stage"
 SECAGG_COLLECT = "collect_masked_vectors"
 SECAGG_UNMASK = "unmask"
+SECAGG_MASKED = "secagg-masked-vector"
 
 # ------------------------------------------------------ node config (SuperNode → client)
 PARTITION_ID = "partition-id"
