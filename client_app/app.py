@@ -8,11 +8,14 @@ a ``MetricRecord`` that carries ``num-examples`` (training examples), and a smal
 ``info`` record (device kind) for the server's per-node table.
 
 Cross-cutting steps are Flower mods around the train handler (:data:`TRAIN_MODS`,
-outermost first); each acts only when the server's train config asks for it:
+outermost first); each acts only when the server's train config asks for it. Outermost
+of all, :func:`harness.dropout.dropout_mod` makes a simulated node lost after SecAgg+ key
+sharing stop answering (``secagg-drop-after-share-keys``; simulation only): it must see
+each secure-aggregation stage before the secure-aggregation mod answers it. Then:
 
-0. :func:`harness.dropout.dropout_mod`: a simulated node lost after SecAgg+ key sharing
-   stops answering (``secagg-drop-after-share-keys``; simulation only); outermost, so it
-   sees each secure-aggregation stage before anything answers it;
+0. :func:`client_app.secagg.secagg_mod`: SecAgg+ stage messages (``secure-aggregation``)
+   are answered here; at the masked-vector stage the rest of the chain trains and this
+   mod masks the (clipped) update, so no update leaves the node unmasked;
 1. :func:`client_app.compression.compression_mod`: the reply's model becomes its
    compressed update (``compression``), the top-k residual kept in ``context.state``;
 2. :func:`harness.client_attack.attack_mod`: a simulated attacker replaces its update
@@ -22,9 +25,9 @@ outermost first); each acts only when the server's train config asks for it:
    (``device-slowdown``; simulation only).
 
 A reply passes through them innermost first, so the handler's model is slowed down,
-then clipped, then attacked, then compressed: the order the train handler applied them
-in before they became mods. The mods are per handler (``@app.train(mods=...)``):
-evaluation replies carry no model to transform.
+then clipped, then attacked, then compressed (or, under secure aggregation, masked):
+the order the train handler applied them in before they became mods. The mods are per
+handler (``@app.train(mods=...)``): evaluation replies carry no model to transform.
 
 Where settings come from: every algorithm parameter (local epochs, batch size, learning
 rate, momentum, weight decay, proximal-mu, DP clipping and DP-SGD, attacks, slow-down,
@@ -53,6 +56,7 @@ from client_app.cache import LRUCache
 from client_app.client import TorchClient
 from client_app.compression import compression_mod
 from client_app.dp import DPSGDSettings, dp_clipping_mod, make_client
+from client_app.secagg import secagg_mod
 from harness.client_attack import AttackSettings, attack_mod, flips_labels, poison_data
 from harness.dropout import dropout_mod
 from harness.slowdown import slowdown_mod
@@ -65,7 +69,14 @@ from tasks.models import build_model
 from tasks.train import device_kind, pick_device
 
 #: The train handler's mods, outermost first (see the module docstring for the order).
-TRAIN_MODS: list[Mod] = [dropout_mod, compression_mod, attack_mod, dp_clipping_mod, slowdown_mod]
+TRAIN_MODS: list[Mod] = [
+    dropout_mod,
+    secagg_mod,
+    compression_mod,
+    attack_mod,
+    dp_clipping_mod,
+    slowdown_mod,
+]
 
 app = ClientApp()
 

@@ -42,8 +42,7 @@ app = ServerApp()
 def prepare(cfg: AppConfig) -> tuple[DataBundle, str, torch.nn.Module]:
     """Load the dataset and build the initial model, failing fast on bad config."""
     get_spec(cfg.strategy)
-    secure = str(cfg.to_dict().get("secure-aggregation", "none"))
-    problem = dropout_problem(cfg.secagg_drop_after_share_keys, secure)
+    problem = dropout_problem(cfg.secagg_drop_after_share_keys, cfg.secure_aggregation)
     if problem is not None:
         raise ConfigError(problem)
     bundle = dataset_for(cfg)

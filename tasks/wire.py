@@ -75,18 +75,60 @@ SLOWDOWN_SECONDS = "slowdown-seconds"
 DEVICE = "device"
 ATTACKER = "attacker"
 
-# ----------------------------------------------- SecAgg+ stage messages (Flower's names)
-# Provisional until the secure-aggregation branch re-exports Flower's secaggplus_constants.
-SECAGG_CONFIGS = "secaggplus_configs"
-SECAGG_STAGE = "stage"
-SECAGG_COLLECT = "collect_masked_vectors"
-SECAGG_UNMASK = "unmask"
-SECAGG_MASKED = "secagg-masked-vector"
-
 # ------------------------------------------------------ node config (SuperNode → client)
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
 DATA_PATH = "data-path"
+
+
+# ------------------------------------------- secure aggregation (SecAgg+, strategies.wrappers.secagg)
+# Flower's own names (flwr.common.secure_aggregation.secaggplus_constants: RECORD_KEY_*, Key,
+# Stage) spelled as literals, so this module stays import-light; tests/tasks/test_wire.py
+# checks they equal Flower's. Every SecAgg+ stage message is a train message whose content
+# carries ``{SECAGG_CONFIGS: {SECAGG_STAGE: <stage>, ...}}``; the collect stage also carries
+# the round's ``ARRAYS`` and ``CONFIG``, and its reply ``{SECAGG_MASKED: <masked vector>}``.
+#: Config record of every stage message and reply (Flower's ``RECORD_KEY_CONFIGS``).
+SECAGG_CONFIGS = "secaggplus_configs"
+#: The node's protocol state between stage messages, in ``context.state`` (``RECORD_KEY_STATE``).
+SECAGG_STATE = "secaggplus_state"
+#: The stage of a message (``Key.STAGE``) and its values (``Stage.*``), in protocol order.
+SECAGG_STAGE = "stage"
+SECAGG_SETUP = "setup"
+SECAGG_SHARE_KEYS = "share_keys"
+SECAGG_COLLECT = "collect_masked_vectors"
+SECAGG_UNMASK = "unmask"
+SECAGG_STAGES = (SECAGG_SETUP, SECAGG_SHARE_KEYS, SECAGG_COLLECT, SECAGG_UNMASK)
+#: Setup (server → client): Flower's ``Key.SAMPLE_NUMBER`` … ``Key.MAX_WEIGHT``.
+SECAGG_SAMPLE_NUMBER = "sample_num"
+SECAGG_SHARE_NUMBER = "share_num"
+SECAGG_THRESHOLD = "threshold"
+SECAGG_CLIPPING_RANGE = "clipping_range"
+SECAGG_TARGET_RANGE = "target_range"
+SECAGG_MOD_RANGE = "mod_range"
+SECAGG_MAX_WEIGHT = "max_weight"
+#: Setup reply: the node's two public keys (``Key.PUBLIC_KEY_1`` masks, ``_2`` encrypts shares).
+SECAGG_PUBLIC_KEY_1 = "pk1"
+SECAGG_PUBLIC_KEY_2 = "pk2"
+#: Share-keys reply: encrypted shares and their destinations (``Key.DESTINATION_LIST``, ``CIPHERTEXT_LIST``).
+SECAGG_DESTINATION_LIST = "dsts"
+SECAGG_CIPHERTEXT_LIST = "ctxts"
+#: Share-keys reply (edgebloom's addition): SHA-256 digests of each holder's two shares, so
+#: the server can drop a wrong share at unmasking instead of reconstructing garbage.
+SECAGG_HOLDER_LIST = "share-holders"
+SECAGG_SEED_SHARE_DIGESTS = "seed-share-digests"
+SECAGG_KEY_SHARE_DIGESTS = "key-share-digests"
+#: Collect (server → client): the shares addressed to the node and their senders (``Key.SOURCE_LIST``).
+SECAGG_SOURCE_LIST = "srcs"
+#: Unmask (server → client): survivors and dropped nodes (``Key.ACTIVE_NODE_ID_LIST``, ``DEAD_NODE_ID_LIST``);
+#: reply: share owners and shares (``Key.NODE_ID_LIST``, ``Key.SHARE_LIST``).
+SECAGG_ACTIVE_NODE_ID_LIST = "active_nids"
+SECAGG_DEAD_NODE_ID_LIST = "dead_nids"
+SECAGG_NODE_ID_LIST = "nids"
+SECAGG_SHARE_LIST = "shares"
+#: Collect reply: the masked vector (an ArrayRecord of int64 arrays: SECAGG_META, then the layers).
+SECAGG_MASKED = "secagg-masked-vector"
+#: First entry of the masked vector: [weight, weight * quantized train loss, unclipped bit].
+SECAGG_META = "secagg-meta"
 
 
 # ------------------------------------------------------------ reading a value off the wire

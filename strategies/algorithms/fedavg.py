@@ -61,7 +61,7 @@ from strategies.core.ledger import (  # noqa: F401  (RoundStats, NodeReport, ...
     split_replies,
     validate_train_replies,
 )
-from strategies.core.loop import EvaluateFn, run_rounds
+from strategies.core.loop import EvaluateFn, run_rounds, send_train
 from strategies.core.protocol import ReplyTransform
 from strategies.core.records import (
     ARRAYS_KEY,
@@ -239,7 +239,14 @@ class FedAvg(FlowerFedAvg):
             evaluate_config,
             evaluate_fn,
             start_round,
+            train_exchange=self.train_exchange,
         )
+
+    def train_exchange(
+        self, grid: Grid, server_round: int, messages: list[Message], timeout: float
+    ) -> list[Message]:
+        """The train exchange hook (``strategies/core/loop.py``): one bounded ``send_and_receive``."""
+        return send_train(grid, server_round, messages, timeout)
 
     # ------------------------------------------------------------------ sampling
     def connected_nodes(self, grid: Grid, minimum: int) -> list[int]:

@@ -13,6 +13,11 @@ It is composed, not inherited: :meth:`strategies.algorithms.fedavg.FedAvg.start`
 :meth:`strategies.wrappers.base.StrategyWrapper.start` each return
 ``run_rounds(self, ...)``, so no base-class order matters. FedBuff's asynchronous loop
 shares the start-up (:func:`begin_run`: checks, start log, summary, initial evaluation).
+
+The train exchange is a hook: by default a round's train messages go out in one bounded
+``send_and_receive`` (:func:`send_train`); a strategy whose train stage is a protocol of
+several exchanges (secure aggregation's four SecAgg+ stages) passes its own
+``train_exchange`` and the loop stays one loop.
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ from flwr.supercore import log
 from strategies.core.deadline import send_and_receive_within
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
+#: ``(grid, round, messages, timeout) -> replies``: how a round's train messages become its replies.
+TrainExchange = Callable[[Grid, int, list[Message], float], list[Message]]
+
+
+def send_train(grid: Grid, server_round: int, messages: list[Message], timeout: float) -> list[Message]:
+    """The default train exchange: one ``send_and_receive``, bounded by ``timeout`` + a grace."""
+    return send_and_receive_within(grid, messages, timeout=timeout)
 
 
 def begin_run(
@@ -82,6 +94,8 @@ def run_rounds(
     evaluate_config: ConfigRecord | None = None,
     evaluate_fn: EvaluateFn | None = None,
     start_round: int = 1,
+    *,
+    train_exchange: TrainExchange = send_train,
 ) -> Result:
     """Run rounds ``start_round … num_rounds`` of ``strategy`` from ``initial_arrays``.
 
@@ -110,6 +124,9 @@ def run_rounds(
         fresh (a resumed run evaluated that model already) and after every round.
     start_round : int, default 1
         The first round to run, ≥ 1.
+    train_exchange : callable, default :func:`send_train`
+        Sends the round's train messages (TTL already set) and returns the replies that
+        ``aggregate_train`` receives; a strategy's ``train_exchange`` member.
 
     Returns
     -------
@@ -134,11 +151,10 @@ def run_rounds(
     for current_round in range(start_round, num_rounds + 1):
         log(INFO, "")
         log(INFO, "[ROUND %s/%s]", current_round, num_rounds)
-        train_replies = send_and_receive_within(
-            grid,
-            with_ttl(strategy.configure_train(current_round, arrays, train_config, grid), timeout),
-            timeout=timeout,
+        train_messages = with_ttl(
+            strategy.configure_train(current_round, arrays, train_config, grid), timeout
         )
+        train_replies = train_exchange(grid, current_round, train_messages, timeout)
         agg_arrays, agg_train_metrics = strategy.aggregate_train(current_round, train_replies)
         if agg_arrays is not None:
             result.arrays = agg_arrays

@@ -16,6 +16,9 @@ Members, and why the ServerApp needs each:
 - ``state_dict()`` / ``load_state_dict(state)`` / ``check_state(names, arrays)``:
   checkpoint and resume (``check_state`` refuses state that does not fit the model).
 - ``start(..., start_round=k)``: the run, from round ``k`` (resume).
+- ``train_exchange(grid, round, messages, timeout)``: how the round driver turns a round's
+  train messages into replies; one bounded ``send_and_receive`` except under secure
+  aggregation, whose four SecAgg+ stages replace it (``strategies/wrappers/secagg.py``).
 - ``summary()``: the start-up log.
 - ``add_reply_transform(transform)``: the reply-transform hook. A wrapper that changes
   what replies carry (compression decodes updates) registers a transform once; the
@@ -80,6 +83,10 @@ class EdgeStrategy(Protocol):
         start_round: int = 1,
     ) -> Result: ...
 
+    def train_exchange(
+        self, grid: Grid, server_round: int, messages: list[Message], timeout: float
+    ) -> list[Message]: ...
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]: ...
@@ -106,6 +113,7 @@ MEMBERS = (
     "summary",
     "add_reply_transform",
     "start",
+    "train_exchange",
     "configure_train",
     "aggregate_train",
     "configure_evaluate",

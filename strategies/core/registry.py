@@ -38,8 +38,10 @@ from strategies.algorithms.server_opt import (
     ServerOptOptions,
 )
 from strategies.algorithms.trimmed_mean import FedTrimmedMean, TrimmedMeanConfig
+from strategies.core.protocol import EdgeStrategy
 from strategies.wrappers.compressed import CompressionConfig, with_compression
 from strategies.wrappers.dp_config import DPConfig, DPFedProxConfig
+from strategies.wrappers.secagg_config import SecAggConfig
 from tasks.config import (
     AppConfig,
     ConfigError,
@@ -400,6 +402,32 @@ def get_spec(name: str) -> StrategySpec:
     return specs[name]
 
 
+def _secure(cfg: AppConfig, strategy: Strategy) -> Strategy:
+    """``strategy`` under SecAgg+ when ``secure-aggregation='secagg+'``, or refused before training.
+
+    Imported lazily: the wrapper loads the DP wrapper (and dp-accounting).
+    """
+    own = cfg.section(SecAggConfig)
+    if not own.enabled:
+        return strategy
+    compression = cfg.section(CompressionConfig).compression
+    if compression != "none":
+        raise ConfigError(
+            f"run config: compression={compression!r} cannot be combined with "
+            "secure-aggregation='secagg+': clients mask their whole quantized update, which the "
+            "server can only sum, not decode per client; set compression='none' (or "
+            "secure-aggregation='none')"
+        )
+    from strategies.wrappers.secagg import SecAggPlus
+
+    if not isinstance(strategy, EdgeStrategy):
+        raise ConfigError(
+            f"run config: strategy {cfg.strategy!r} cannot run under secure-aggregation='secagg+': it "
+            "is not an edgebloom strategy with a secure-sum hook"
+        )
+    return SecAggPlus(strategy, own)
+
+
 def builtin_sections() -> tuple[type[Section], ...]:
     """Every sub-config the built-in strategies and wrappers declare (for ``AppConfig``).
 
@@ -407,7 +435,7 @@ def builtin_sections() -> tuple[type[Section], ...]:
     is still one owner of its keys (:func:`tasks.config.declared_keys`).
     """
     strategies = tuple(spec.config for spec in REGISTRY.values() if spec.config is not None)
-    return (*strategies, DPConfig, CompressionConfig)
+    return (*strategies, DPConfig, CompressionConfig, SecAggConfig)
 
 
 def build_strategy(cfg: AppConfig) -> Strategy:
@@ -424,8 +452,9 @@ def build_strategy(cfg: AppConfig) -> Strategy:
         if new:
             cfg = replace(cfg, extra={**cfg.extra, **new})
     try:
+        # secure-aggregation='secagg+' wraps a linear strategy (README "Secure aggregation");
         # compression != 'none' wraps any strategy (README "Update compression").
-        return with_compression(cfg, spec.build(cfg))
+        return with_compression(cfg, _secure(cfg, spec.build(cfg)))
     except ConfigError:
         raise
     except ValueError as exc:

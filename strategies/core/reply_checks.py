@@ -38,6 +38,13 @@ MISSING_RECORDS = "missing-records"
 MALFORMED_ARRAY = "malformed-array"
 # Set by the compression wrapper (strategies/wrappers/compressed.py): the compressed update cannot be decoded.
 MALFORMED_COMPRESSED = "malformed-compressed"
+# Set by secure aggregation (strategies/wrappers/secagg.py): a SecAgg+ stage reply dropped.
+SECAGG_MALFORMED_REPLY = "secagg-malformed-reply"
+SECAGG_MALFORMED_MASKED = "secagg-malformed-masked-vector"
+SECAGG_BAD_SHARE = "secagg-bad-share"
+SECAGG_TOO_FEW_NEIGHBOURS = "secagg-too-few-neighbours"
+# Not a reply: the round's secure sum could not be unmasked (the previous model is kept).
+SECAGG_BELOW_THRESHOLD = "secagg-below-threshold"
 
 ARRAY_REASONS = (
     MISSING_ARRAYS,
@@ -55,7 +62,13 @@ NUM_EXAMPLES_REASONS = (
 )
 METRIC_REASONS = (NON_FINITE_METRIC, INVALID_METRIC_TYPE)
 RECORD_REASONS = (MISSING_RECORDS, MALFORMED_ARRAY, MALFORMED_COMPRESSED)
-REASONS = ARRAY_REASONS + NUM_EXAMPLES_REASONS + METRIC_REASONS + RECORD_REASONS
+SECAGG_REASONS = (
+    SECAGG_MALFORMED_REPLY,
+    SECAGG_MALFORMED_MASKED,
+    SECAGG_BAD_SHARE,
+    SECAGG_TOO_FEW_NEIGHBOURS,
+)
+REASONS = ARRAY_REASONS + NUM_EXAMPLES_REASONS + METRIC_REASONS + RECORD_REASONS + SECAGG_REASONS
 
 # Flower's convention for the example count in a train reply's metrics.
 NUM_EXAMPLES_KEY = wire.NUM_EXAMPLES

@@ -4,7 +4,7 @@ A wrapper (DP, compression) changes some Message-API hooks of the strategy it ho
 (``inner``) and keeps the rest. :class:`StrategyWrapper` forwards every member of
 :class:`strategies.core.protocol.EdgeStrategy` to ``inner`` — ``stats``, ``nodes``,
 ``state_dict`` / ``load_state_dict`` / ``check_state``, ``round_metrics``, ``summary``,
-``add_reply_transform`` and the four hooks — so a wrapper overrides only what it changes
+``add_reply_transform``, ``train_exchange`` and the four hooks — so a wrapper overrides only what it changes
 and merges its own state or metrics with ``super()``.
 
 ``start`` is the round driver over the *wrapper* (:func:`strategies.core.loop.run_rounds`),
@@ -102,7 +102,14 @@ class StrategyWrapper(Strategy, Generic[InnerT]):
             evaluate_config,
             evaluate_fn,
             start_round,
+            train_exchange=self.train_exchange,
         )
+
+    def train_exchange(
+        self, grid: Grid, server_round: int, messages: list[Message], timeout: float
+    ) -> list[Message]:
+        """The inner strategy's train exchange (secure aggregation overrides it)."""
+        return self.inner.train_exchange(grid, server_round, messages, timeout)
 
     # ------------------------------------------------------------ the four hooks
     def configure_train(

@@ -67,10 +67,12 @@ from strategies.algorithms.fedbuff import FedBuff
 from strategies.algorithms.robust_base import RobustFedAvg
 from strategies.core.buffers import parameter_indices, select, with_previous_buffers
 from strategies.core.control import StopTraining
+from strategies.core.ledger import RoundStats
 from strategies.core.records import METRICS_KEY, NUM_EXAMPLES, to_layers
 from strategies.core.sampling import TRAIN, round_rng, sample_ids
 from strategies.numeric import dp as dp_math
 from strategies.numeric.accounting import Accountant, create_accountant
+from strategies.numeric.secagg import SecureSum
 from strategies.wrappers.base import StrategyWrapper
 from strategies.wrappers.dp_config import (  # noqa: F401 - the option lists, re-exported
     CLIPPING_MODES,
@@ -428,6 +430,22 @@ class DPFedAvg(StrategyWrapper[FedAvg]):
                     if self.sample_size is None or self.sampling == "poisson"
                     else float(self.sample_size),
                 )
+        arrays = self._release(server_round, names, new_layers, previous, index, noise_std, used_clip_norm)
+        metrics = self.inner.finish_round(server_round, valid) if valid else None
+        return arrays, metrics
+
+    def _release(
+        self,
+        server_round: int,
+        names: list[str],
+        new_layers: list[np.ndarray],
+        previous: list[np.ndarray],
+        index: list[int],
+        noise_std: float,
+        used_clip_norm: float,
+    ) -> ArrayRecord | None:
+        """The inner's step on the noisy model, the final check, and the round's accounting."""
+        global_layers = select(previous, index)
         # The inner's step from the global model (a server optimizer; FedAvg: none) acts on
         # the released noisy model only: post-processing, the guarantee is unchanged.
         new_layers = self.inner.apply_aggregate(server_round, new_layers)
@@ -439,8 +457,47 @@ class DPFedAvg(StrategyWrapper[FedAvg]):
             server_round, names, with_previous_buffers(new_layers, previous, index)
         )
         self._account(server_round, noise_std, used_clip_norm, self.inner.stats[server_round].sampled)
-        metrics = self.inner.finish_round(server_round, valid) if valid else None
-        return arrays, metrics
+        return arrays
+
+    def aggregate_secure_sum(
+        self, server_round: int, names: list[str], secure: SecureSum
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Distributed DP: noise the securely aggregated sum of client-clipped updates, account the round.
+
+        Called by secure aggregation (``strategies/wrappers/secagg.py``) in place of
+        :meth:`aggregate_train`: the server never sees an update, only
+        ``Σ_k min(n_k, ŵ)·Δ_k`` over the survivors (each ‖Δ_k‖ ≤ S, clipped by its client),
+        which is ``ŵ·Σ_k w_k Δ_k`` with DP's weights ``w_k = min(n_k/ŵ, 1)``
+        (``secagg-max-weight`` = ``dp-weight-cap``, checked when the wrapper is built). The
+        estimator, noise and accountant are this wrapper's, exactly as for client clipping:
+        the sensitivity holds because every honest client clipped its own update; the server
+        cannot re-clip (it is trusted to add noise, never to see an update).
+        """
+        if server_round not in self._global:
+            raise RuntimeError(f"aggregate_train({server_round}) without configure_train for that round")
+        previous = self._global.pop(server_round)
+        index = parameter_indices(previous)
+        global_layers = select(previous, index)
+        used_clip_norm = self.clip_norm
+        noise_std = self._noise_std(secure.num_clients)
+        weighted_sum = [s / self.weight_cap for s in secure.weighted_update_sum]  # Σ w_k Δ_k
+        weight_sum = secure.total_weight / self.weight_cap  # Σ w_k
+        if self.estimator == "fixed":
+            update = dp_math.fixed_denominator_aggregate(
+                [weighted_sum], [1.0], sampling_rate=self.accounted_rate, total_weight=self.total_weight
+            )
+        else:  # "clipped" (secure aggregation refuses the others)
+            denominator = max(self.accounted_rate * self.min_weight, weight_sum)
+            update = [s / denominator for s in weighted_sum]
+        noisy = dp_math.add_gaussian_noise(update, std=noise_std, rng=self._noise_rng)
+        new_layers = [g.astype(np.float64) + d for g, d in zip(global_layers, noisy, strict=True)]
+        arrays = self._release(server_round, names, new_layers, previous, index, noise_std, used_clip_norm)
+        stats = self.inner.stats.setdefault(server_round, RoundStats())
+        stats.finish([], self.inner.nodes, secure.train_loss)
+        metrics: dict[str, int | float] = {wire.NUM_EXAMPLES: secure.total_weight}
+        if secure.train_loss is not None:
+            metrics[wire.TRAIN_LOSS] = secure.train_loss
+        return arrays, MetricRecord(metrics)
 
     def _clip(
         self, layers: list[list[np.ndarray]], global_layers: list[np.ndarray], valid: list[Message]

@@ -56,7 +56,7 @@ def with_array(name: str, value: object) -> dict[str, object]:
 
 
 def test_reason_codes_are_distinct_kebab_case_strings() -> None:
-    assert len(set(REASONS)) == len(REASONS) == 15
+    assert len(set(REASONS)) == len(REASONS) == 19
     assert all(code == code.lower() and " " not in code for code in REASONS)
 
 
