@@ -19,8 +19,10 @@ from tests.e2e.test_simulation import finished_run
 
 ROUNDS = 3
 NODES = 10
-#: Small and quick: one local epoch, no federated evaluation; the central test set decides.
-BASE = f"num-server-rounds={ROUNDS} local-epochs=1 fraction-train=1.0 fraction-evaluate=0.0 seed=42"
+#: Small and quick: no federated evaluation, the central test set decides. Two local epochs
+#: cost next to nothing on digits (each run's time is the engine's start-up) and take the
+#: model well past chance in 3 rounds, so equal accuracies mean equal training.
+BASE = f"num-server-rounds={ROUNDS} local-epochs=2 fraction-train=1.0 fraction-evaluate=0.0 seed=42"
 SECAGG = "secure-aggregation='secagg+'"
 #: Each node shares its secrets with its 9-node neighbourhood (itself and 4 on each side of
 #: the ring), 7 shares rebuild one: any 2 nodes may be lost after key sharing (9 − 7), and
@@ -56,10 +58,8 @@ def test_secagg_trains_as_plain_fedavg_within_a_point(local_flower: LocalFlower,
     assert final_secure == pytest.approx(final_plain, abs=0.01)
 
 
-@pytest.mark.parametrize("lost", [1, 2])
-def test_nodes_lost_after_key_sharing_are_recovered(
-    local_flower: LocalFlower, tmp_path: Path, lost: int
-) -> None:
+def test_nodes_lost_after_key_sharing_are_recovered(local_flower: LocalFlower, tmp_path: Path) -> None:
+    lost = 2  # as many as a neighbourhood of 9 with threshold 7 can lose
     # Execute
     _, metrics = finished_run(
         local_flower, tmp_path, f"{BASE} {SECAGG} {SHARES} secagg-drop-after-share-keys={lost}"
@@ -86,7 +86,7 @@ def test_more_lost_than_the_threshold_allows_keeps_the_model_and_the_run_goes_on
     rounds = rounds_of(metrics)
     for t in range(1, ROUNDS + 1):
         row = rounds[t]
-        assert row["kept_previous_model"], row
+        assert row["kept_previous_model"] and row["secagg_kept_reason"], row
         assert row["secagg_survivors"] == NODES - 4 and row["secagg_dropped"] == 4, row
         assert row["central_accuracy"] == rounds[0]["central_accuracy"], row  # the initial model, unchanged
     assert sum(rounds[t]["kept_previous_model"] for t in range(1, ROUNDS + 1)) == ROUNDS
@@ -113,7 +113,7 @@ def test_distributed_dp_records_the_accountants_epsilon(local_flower: LocalFlowe
         tmp_path,
         f"{BASE} {SECAGG} strategy='dp-fedavg' dp-clipping='client' dp-clip-norm=1.0 "
         f"dp-noise-multiplier={z} dp-sampling='poisson' dp-sampling-rate={q} dp-population={NODES} "
-        f"dp-delta={delta} dp-accountant='rdp'",
+        f"dp-delta={delta} dp-accountant='rdp' dp-weight-cap=100.0 secagg-max-weight=100",
     )
 
     # Assert: each round aggregated securely and recorded the accountant's ε for (z, q, t rounds).
