@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
@@ -168,3 +171,45 @@ def test_without_dropouts_or_outside_secagg_every_message_passes() -> None:
         return Message(RecordDict(), reply_to=msg)
 
     assert not dropout_mod(plain, ctx, handler).has_error() and len(seen) == 1
+
+
+# ------------------------------------------- with the real ServerApp and ClientApp (AppGrid)
+def run_in_process(tmp_path: Path, drop: int) -> list[dict]:
+    from server_app.app import main
+    from tests.conftest import AppGrid
+
+    config = {
+        "output-dir": str(tmp_path),
+        "num-server-rounds": 1,
+        "local-epochs": 1,
+        "fraction-evaluate": 0.0,
+        "min-available-nodes": 5,
+        "threads-per-client": 1,
+        "secure-aggregation": "secagg+",
+        "secagg-num-shares": 5,
+        "secagg-reconstruction-threshold": 3,
+        "secagg-drop-after-share-keys": drop,
+    }
+    grid = AppGrid(5, run_config=config)
+    main(grid, Context(run_id=grid.run_id, node_id=0, node_config={}, state=RecordDict(), run_config=config))  # type: ignore[arg-type]
+    (metrics,) = tmp_path.glob("*/metrics.json")
+    return json.loads(metrics.read_text())["rounds"]
+
+
+def test_secagg_recovers_the_lost_nodes_masks_while_the_threshold_holds(tmp_path: Path) -> None:
+    # Execute: 5 nodes, all neighbours of all, threshold 3: 2 lost after key sharing.
+    rounds = run_in_process(tmp_path, drop=2)
+
+    # Assert: the 3 survivors' sum was unmasked and released; the 2 lost nodes are counted.
+    row = rounds[1]
+    assert row["secagg_survivors"] == 3 and row["secagg_dropped"] == 2, row
+    assert not row["kept_previous_model"] and row["central_accuracy"] > rounds[0]["central_accuracy"], row
+
+
+def test_secagg_keeps_the_model_when_too_few_survive(tmp_path: Path) -> None:
+    rounds = run_in_process(tmp_path, drop=3)
+
+    row = rounds[1]
+    assert row["secagg_survivors"] == 2 and row["secagg_dropped"] == 3, row
+    assert row["kept_previous_model"] and "threshold" in row["secagg_kept_reason"], row
+    assert row["central_accuracy"] == rounds[0]["central_accuracy"]
