@@ -40,7 +40,7 @@ from logging import WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.crypto.shamir import create_shares
 from flwr.common.secure_aggregation.crypto.symmetric_encryption import decrypt, encrypt, generate_shared_key
@@ -60,7 +60,7 @@ from flwr.supercore.primitives.asymmetric import (
 
 from strategies.core.buffers import is_parameter
 from strategies.core.records import from_layers, to_layers
-from strategies.numeric.secagg import add_mod, capped_weight, encode_update, subtract_mod
+from strategies.numeric.secagg import SEED_BYTES, add_mod, capped_weight, encode_update, subtract_mod
 from tasks import wire
 
 #: The stage that may follow each stage (setup may always restart the protocol).
@@ -70,6 +70,11 @@ NEXT_STAGE = {
     wire.SECAGG_COLLECT: wire.SECAGG_UNMASK,
     wire.SECAGG_UNMASK: wire.SECAGG_SETUP,
 }
+
+
+def draw_seed() -> bytes:
+    """The private mask seed b: ``SEED_BYTES`` from the OS CSPRNG."""
+    return os.urandom(SEED_BYTES)
 
 
 def share_digest(share: bytes) -> bytes:
@@ -183,8 +188,8 @@ def _bytes_list(config: Mapping[str, Any], key: str) -> list[bytes]:
 
 
 # ------------------------------------------------------------------ the stages
-def setup(state: NodeState, config: Mapping[str, Any], nid: int) -> dict[str, Any]:
-    """Stage 1: read the round's parameters, make two key pairs, reply the public keys."""
+def setup(config: Mapping[str, Any], nid: int) -> tuple[NodeState, dict[str, Any]]:
+    """Stage 1: a fresh state from the round's parameters and two new key pairs; reply the public keys."""
     fresh = NodeState(stage=wire.SECAGG_SETUP, nid=nid)
     fresh.share_num = _typed(config, wire.SECAGG_SHARE_NUMBER, int)
     fresh.threshold = _typed(config, wire.SECAGG_THRESHOLD, int)
@@ -207,8 +212,7 @@ def setup(state: NodeState, config: Mapping[str, Any], nid: int) -> dict[str, An
     sk2, pk2 = generate_key_pairs()
     fresh.sk1, fresh.pk1 = private_key_to_bytes(sk1), public_key_to_bytes(pk1)
     fresh.sk2, fresh.pk2 = private_key_to_bytes(sk2), public_key_to_bytes(pk2)
-    state.__dict__.update(fresh.__dict__)
-    return {wire.SECAGG_PUBLIC_KEY_1: state.pk1, wire.SECAGG_PUBLIC_KEY_2: state.pk2}
+    return fresh, {wire.SECAGG_PUBLIC_KEY_1: fresh.pk1, wire.SECAGG_PUBLIC_KEY_2: fresh.pk2}
 
 
 def share_keys(state: NodeState, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -234,7 +238,7 @@ def share_keys(state: NodeState, config: Mapping[str, Any]) -> dict[str, Any]:
     if len(set(flat)) != len(flat):
         raise ProtocolError("SecAgg+ share keys: two public keys are identical")
     state.public_keys = keys
-    state.seed = os.urandom(32)
+    state.seed = draw_seed()
     seed_shares = create_shares(state.seed, state.threshold, state.share_num)
     key_shares = create_shares(state.sk1, state.threshold, state.share_num)
     sk2 = bytes_to_private_key(state.sk2)
@@ -331,7 +335,7 @@ def masked_reply(
     local = to_layers(reply.content.array_records[wire.ARRAYS], names)
     index = [i for i, g in enumerate(global_layers) if is_parameter(g.dtype)]
     delta = [np.asarray(local[i], np.float64) - np.asarray(global_layers[i], np.float64) for i in index]
-    metrics = reply.content.metric_records.get(wire.METRICS, {})
+    metrics: Mapping[str, Any] = reply.content.metric_records.get(wire.METRICS) or {}
     num_examples = wire.as_int(metrics.get(wire.NUM_EXAMPLES, 0))
     weight = capped_weight(num_examples, state.max_weight)
     if weight < num_examples:
@@ -376,7 +380,7 @@ def secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> 
         )
     content = RecordDict()
     if stage == wire.SECAGG_SETUP:
-        result = setup(state, configs, int(msg.metadata.dst_node_id))
+        state, result = setup(configs, int(msg.metadata.dst_node_id))
     elif stage == wire.SECAGG_SHARE_KEYS:
         result = share_keys(state, configs)
     elif stage == wire.SECAGG_COLLECT:
@@ -389,10 +393,12 @@ def secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> 
         result = {}
     else:
         result = unmask(state, configs)
+        # The round is over for this node: keep no key, seed or share in its state.
+        state = NodeState(nid=state.nid)
     state.stage = str(stage)
     context.state.config_records[wire.SECAGG_STATE] = state.to_record()
     content[wire.SECAGG_CONFIGS] = ConfigRecord({wire.SECAGG_STAGE: str(stage), **result})
     return Message(content=content, reply_to=msg)
 
 
-__all__ = ["NodeState", "ProtocolError", "secagg_mod", "share_digest", "ArrayRecord"]
+__all__ = ["NodeState", "ProtocolError", "secagg_mod", "share_digest"]

@@ -17,6 +17,7 @@ from flwr.supercore import log
 from server_app.run_dir import RunDirectory
 from strategies.algorithms.fedavg import NodeReport, RoundStats
 from strategies.core.buffers import NON_FINITE_MODEL
+from strategies.core.reply_checks import SECAGG_BELOW_THRESHOLD
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
@@ -35,10 +36,16 @@ def format_round(row: Mapping[str, Any], num_rounds: int) -> str:
     rejected = dict(row.get("rejected") or {})
     # Not a reply: the aggregate itself was not finite (strategies/core/buffers.py).
     model_refused = rejected.pop(NON_FINITE_MODEL, 0)
+    # Not a reply either: secure aggregation could not unmask the round's sum (strategies/wrappers/secagg.py).
+    not_unmasked = rejected.pop(SECAGG_BELOW_THRESHOLD, 0)
     if rejected:
         clients += f", {sum(rejected.values())} rejected"
     if model_refused:
         clients += ", aggregate not finite: previous model kept"
+    if not_unmasked:
+        clients += ", secure sum not unmasked: previous model kept"
+    if row.get("secagg_survivors") is not None:
+        clients += f" (SecAgg+: {row['secagg_survivors']} survivors, {row.get('secagg_dropped', 0)} dropped)"
     if row.get("attackers"):
         clients += f" ({row['attackers']} accepted from attackers)"
     privacy = ""

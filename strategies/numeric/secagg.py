@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 from flwr.common.secure_aggregation.ndarrays_arithmetic import (
@@ -53,6 +54,8 @@ from flwr.common.secure_aggregation.ndarrays_arithmetic import (
 )
 from flwr.common.secure_aggregation.quantization import dequantize, quantize
 
+#: Bytes of a client's private mask seed b (Flower's PRG folds it into a 32-bit seed, 4 bytes at a time).
+SEED_BYTES = 32
 #: The train loss a client reports is quantized over [0, LOSS_RANGE] (cross-entropy above it is clipped).
 LOSS_RANGE = 100.0
 #: Entries of the meta array: weight, weight * quantized loss, unclipped bit.
@@ -66,7 +69,7 @@ MAX_QUANTIZATION_RANGE = 2**30
 #: The most clients per round the run-config check allows for (2^20, about a million).
 MAX_CLIENTS_BITS = 20
 
-Layers = list[np.ndarray]
+Layers = list[np.ndarray[Any, Any]]
 
 
 def modulus_bits(*, num_clients: int, max_weight: int, quantization_range: int) -> int:
@@ -185,11 +188,14 @@ def decode_sum(
     if weight <= 0:
         raise ValueError(f"the secure sum carries a total weight of {weight}; nothing to average")
     # dequantize maps q to q*2c/R - c; the weighted mean of the q's maps to the weighted mean of Δ.
+    # (Flower types dequantize's input as integer arrays; the affine map is the same for means.)
     mean = dequantize(
-        [np.asarray(t, np.float64) / weight for t in total[1:]], clipping_range, quantization_range
+        cast(Layers, [np.asarray(t, np.float64) / weight for t in total[1:]]),
+        clipping_range,
+        quantization_range,
     )
     half = LOSS_RANGE / 2
-    (loss,) = dequantize([np.asarray(float(meta[1]) / weight)], half, quantization_range)
+    (loss,) = dequantize(cast(Layers, [np.asarray(float(meta[1]) / weight)]), half, quantization_range)
     return SecureSum(
         mean_update=[np.asarray(m, np.float64) for m in mean],
         total_weight=weight,

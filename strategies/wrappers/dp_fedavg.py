@@ -494,7 +494,7 @@ class DPFedAvg(StrategyWrapper[FedAvg]):
         arrays = self._release(server_round, names, new_layers, previous, index, noise_std, used_clip_norm)
         stats = self.inner.stats.setdefault(server_round, RoundStats())
         stats.finish([], self.inner.nodes, secure.train_loss)
-        metrics: dict[str, int | float] = {wire.NUM_EXAMPLES: secure.total_weight}
+        metrics: dict[str, int | float | list[int] | list[float]] = {wire.NUM_EXAMPLES: secure.total_weight}
         if secure.train_loss is not None:
             metrics[wire.TRAIN_LOSS] = secure.train_loss
         return arrays, MetricRecord(metrics)

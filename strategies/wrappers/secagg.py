@@ -47,7 +47,8 @@ shares) keeps the previous model, logged and counted (``secagg-below-threshold``
 
 Per round, :meth:`SecAggPlus.round_metrics` adds ``secagg_survivors`` (vectors unmasked),
 ``secagg_dropped`` (lost after share keys), ``secagg_lost_before_masking``,
-``secagg_modulus_bits`` and ``secagg_kept_reason`` to metrics.json.
+``secagg_modulus_bits``, ``secagg_kept_reason`` and the four stages' payload bytes
+(``secagg_bytes_down``, ``secagg_bytes_up``: :func:`payload_bytes`) to metrics.json.
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ from flwr.supercore import log
 from flwr.supercore.primitives.asymmetric import (
     bytes_to_private_key,
     bytes_to_public_key,
-    private_key_to_bytes,
     public_key_to_bytes,
 )
 
@@ -91,6 +91,7 @@ from strategies.core.reply_checks import (
 )
 from strategies.numeric.secagg import (
     META_LENGTH,
+    SEED_BYTES,
     SecureSum,
     add_mod,
     below_threshold,
@@ -120,7 +121,8 @@ class RoundOutcome:
     dropped: list[int] = field(default_factory=list)
     lost_before_masking: int = 0
     modulus_bits: int | None = None
-    replies: list[Message] = field(default_factory=list)
+    bytes_down: int = 0
+    bytes_up: int = 0
 
     def metrics(self) -> dict[str, Any]:
         """The round's secure-aggregation figures for metrics.json."""
@@ -130,6 +132,8 @@ class RoundOutcome:
             "secagg_lost_before_masking": self.lost_before_masking,
             "secagg_modulus_bits": self.modulus_bits,
             "secagg_kept_reason": self.reason,
+            "secagg_bytes_down": self.bytes_down,
+            "secagg_bytes_up": self.bytes_up,
         }
 
 
@@ -216,9 +220,9 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
                 )
             if config.clipping_range < inner.clip_norm:
                 raise ValueError(
-                    f"secagg-clipping-range={config.clipping_range:g} < dp-clip-norm={inner.clip_norm:g}: a "
-                    "clipped update may still have a coordinate up to S, which quantization would clip "
-                    "again; set secagg-clipping-range >= dp-clip-norm"
+                    f"secure-aggregation='secagg+' with secagg-clipping-range={config.clipping_range:g} < "
+                    f"dp-clip-norm={inner.clip_norm:g}: a clipped update may still have a coordinate up to "
+                    "S, which quantization would clip again; set secagg-clipping-range >= dp-clip-norm"
                 )
             if inner.adaptive_clipping:
                 raise ValueError(
@@ -264,8 +268,9 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
     ) -> list[Message]:
         """The four SecAgg+ stages in place of one ``send_and_receive`` (the loop's hook).
 
-        Returns the survivors' masked-vector replies (public: each is masked); the secure
-        sum waits for :meth:`aggregate_train`.
+        Returns no replies: the masked vectors are summed as they are checked and not kept
+        (K int64 vectors of the model's size would otherwise stay in memory until
+        aggregation); the secure sum waits for :meth:`aggregate_train`.
         """
         outcome = RoundOutcome()
         try:
@@ -274,7 +279,7 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
             outcome.secure, outcome.reason = None, str(exc)
         self._outcome[server_round] = outcome
         self._round_metrics[server_round] = outcome.metrics()
-        return outcome.replies
+        return []
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -299,7 +304,13 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
 
     # ------------------------------------------------------------------ the protocol
     def _exchange(
-        self, grid: Grid, stage: str, server_round: int, contents: Mapping[int, RecordDict], timeout: float
+        self,
+        grid: Grid,
+        stage: str,
+        server_round: int,
+        contents: Mapping[int, RecordDict],
+        timeout: float,
+        outcome: RoundOutcome,
     ) -> tuple[list[Message], list[Message]]:
         messages = [
             Message(
@@ -309,6 +320,8 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
         ]
         log(INFO, "SecAgg+ round %d: %s to %d nodes", server_round, stage, len(messages))
         replies = send_and_receive_within(grid, with_ttl(messages, timeout), timeout=timeout)
+        outcome.bytes_down += sum(payload_bytes(m.content) for m in messages)
+        outcome.bytes_up += sum(payload_bytes(m.content) for m in replies if not m.has_error())
         return messages, replies
 
     def _answers(
@@ -376,7 +389,6 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
         t = cfg.reconstruction_threshold
         train_content = {int(m.metadata.dst_node_id): m.content for m in messages}
         nodes = sorted(train_content)
-        outcome.lost_before_masking = len(nodes)
         if len(nodes) < t:
             raise BelowThreshold(
                 f"{len(nodes)} nodes to train, fewer than secagg-reconstruction-threshold={t}"
@@ -409,7 +421,12 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
         )
         stage = wire.SECAGG_SETUP
         sent, replies = self._exchange(
-            grid, stage, server_round, {n: RecordDict({wire.SECAGG_CONFIGS: setup}) for n in nodes}, timeout
+            grid,
+            stage,
+            server_round,
+            {n: RecordDict({wire.SECAGG_CONFIGS: setup}) for n in nodes},
+            timeout,
+            outcome,
         )
         keys: dict[int, tuple[bytes, bytes]] = {}
         for node, msg in self._answers(server_round, stage, sent, replies).items():
@@ -436,7 +453,7 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
             record = ConfigRecord({str(j): list(keys[j]) for j in sorted(graph[node] & alive)})
             record[wire.SECAGG_STAGE] = stage
             contents[node] = RecordDict({wire.SECAGG_CONFIGS: record})
-        sent, replies = self._exchange(grid, stage, server_round, contents, timeout)
+        sent, replies = self._exchange(grid, stage, server_round, contents, timeout, outcome)
         shares_out: dict[int, dict[int, bytes]] = {}
         digests: dict[int, dict[int, tuple[bytes, bytes]]] = {}
         for node, msg in self._answers(server_round, stage, sent, replies).items():
@@ -470,9 +487,9 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
                 }
             )
             contents[node] = content
-        sent, replies = self._exchange(grid, stage, server_round, contents, timeout)
-        record = self._global.get(server_round)
-        spec = masked_spec(record) if record is not None else None
+        sent, replies = self._exchange(grid, stage, server_round, contents, timeout, outcome)
+        global_arrays = self._global.get(server_round)
+        spec = masked_spec(global_arrays) if global_arrays is not None else None
         total: list[np.ndarray] | None = None
         survivors: list[int] = []
         good = self._answers(server_round, stage, sent, replies)
@@ -483,7 +500,7 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
                 continue
             total = vector if total is None else add_mod(total, vector, modulus)
             survivors.append(node)
-            outcome.replies.append(good[node])
+        del good, replies  # the masked vectors are in the sum now
         dropped = sorted(shared - set(survivors))
         outcome.survivors, outcome.dropped = survivors, dropped
         if len(survivors) < t or total is None:
@@ -517,19 +534,19 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
                     )
                 }
             )
-        sent, replies = self._exchange(grid, stage, server_round, contents, timeout)
+        sent, replies = self._exchange(grid, stage, server_round, contents, timeout, outcome)
         seed_shares: dict[int, list[bytes]] = {n: [] for n in survivors}
         key_shares: dict[int, list[bytes]] = {n: [] for n in dropped}
         # A survivor that misses this stage is still in the sum: logged, not a failed node.
         for node, msg in self._answers(server_round, stage, sent, replies, count_failures=False).items():
-            parsed, why = unmask_problem(
+            pairs, why = unmask_problem(
                 msg.content.config_records[wire.SECAGG_CONFIGS], node, asked[node], alive_set, digests
             )
-            if why is not None or parsed is None:
+            if why is not None or pairs is None:
                 reason = SECAGG_BAD_SHARE if why and "digest" in why else SECAGG_MALFORMED_REPLY
                 self._reject(server_round, stage, node, reason, why or "malformed")
                 continue
-            for owner, share in parsed:
+            for owner, share in pairs:
                 (seed_shares if owner in alive_set else key_shares)[owner].append(share)
         for owner, shares in {**seed_shares, **key_shares}.items():
             if len(shares) < t:
@@ -540,6 +557,10 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
         shapes = [a.shape for a in total]
         for owner in survivors:
             seed = _combine(seed_shares[owner][:t], owner)
+            if len(seed) != SEED_BYTES:  # a dealer can share anything: the PRG takes 32-byte seeds
+                raise BelowThreshold(
+                    f"node {owner}'s rebuilt mask seed has {len(seed)} bytes, not {SEED_BYTES}"
+                )
             total = subtract_mod(total, pseudo_rand_gen(seed, modulus, shapes), modulus)
         for owner in dropped:
             secret = _combine(key_shares[owner][:t], owner)
@@ -574,20 +595,37 @@ class SecAggPlus(StrategyWrapper[EdgeStrategy]):
         )
 
 
+def payload_bytes(content: RecordDict) -> int:
+    """Bytes a message's records carry: array payloads, bytes and strings, 8 per number.
+
+    The payload, not Flower's protobuf framing (as ``compressed.record_bytes`` counts arrays):
+    what the benchmark compares per client with and without secure aggregation.
+    """
+    total = sum(len(array.data) for record in content.array_records.values() for array in record.values())
+    for record in content.config_records.values():
+        for value in record.values():
+            items = value if isinstance(value, list) else [value]
+            total += sum(
+                len(v) if isinstance(v, bytes) else len(str(v)) if isinstance(v, str) else 8 for v in items
+            )
+    total += 8 * sum(len(record) for record in content.metric_records.values())
+    return total
+
+
 # ------------------------------------------------------------------ pure checks of stage replies
 def public_keys_problem(config: Mapping[str, Any]) -> tuple[tuple[bytes, bytes] | None, str | None]:
     """A setup reply's two public keys, or why they are not valid keys."""
-    pair = (config.get(wire.SECAGG_PUBLIC_KEY_1), config.get(wire.SECAGG_PUBLIC_KEY_2))
-    if not all(isinstance(k, bytes) for k in pair):
+    pk1, pk2 = config.get(wire.SECAGG_PUBLIC_KEY_1), config.get(wire.SECAGG_PUBLIC_KEY_2)
+    if not (isinstance(pk1, bytes) and isinstance(pk2, bytes)):
         return None, "setup reply without two public keys"
     try:
-        for key in pair:
-            bytes_to_public_key(key)  # type: ignore[arg-type]
+        bytes_to_public_key(pk1)
+        bytes_to_public_key(pk2)
     except Exception as exc:  # any parse failure of untrusted bytes
         return None, f"a public key does not parse: {type(exc).__name__}"
-    if pair[0] == pair[1]:
+    if pk1 == pk2:
         return None, "the two public keys are identical"
-    return (bytes(pair[0]), bytes(pair[1])), None  # type: ignore[arg-type]
+    return (pk1, pk2), None
 
 
 def share_keys_problem(
@@ -622,9 +660,8 @@ def masked_spec(record: ArrayRecord) -> list[tuple[str, tuple[int, ...]]]:
     """Names and shapes a masked vector must have: the meta array, then the model's parameters."""
     layers = to_layers(record)
     names = list(record.keys())
-    return [(wire.SECAGG_META, (META_LENGTH,))] + [
-        (names[i], layers[i].shape) for i in parameter_indices(layers)
-    ]
+    spec: list[tuple[str, tuple[int, ...]]] = [(wire.SECAGG_META, (META_LENGTH,))]
+    return spec + [(names[i], tuple(layers[i].shape)) for i in parameter_indices(layers)]
 
 
 def masked_vector_problem(
@@ -640,13 +677,17 @@ def masked_vector_problem(
         return None, "collect reply carries an unmasked model: dropped unread"
     if list(record.keys()) != [name for name, _ in spec]:
         return None, "masked vector's arrays are not the meta array and the model's parameters"
+    try:
+        layers = to_layers(record)
+    except Exception as exc:  # untrusted bytes that are not an array
+        return None, f"masked vector does not decode: {type(exc).__name__}: {exc}"
     arrays = []
-    for (name, shape), array in zip(spec, to_layers(record), strict=True):
+    for (name, shape), array in zip(spec, layers, strict=True):
         if array.dtype != np.int64 or array.shape != shape:
             return None, f"masked array {name!r} is {array.dtype}{array.shape}, expected int64{shape}"
         if array.size and (array.min() < 0 or array.max() >= modulus):
             return None, f"masked array {name!r} has values outside [0, 2^{modulus.bit_length() - 1})"
-        arrays.append(np.array(array))
+        arrays.append(array)  # a view: add_mod makes the sum a new array
     return arrays, None
 
 
@@ -720,25 +761,17 @@ def release_secure_mean(
 
 def secure_metrics(secure: SecureSum) -> MetricRecord:
     """The round's aggregated train metrics: total weight and weighted-mean train loss."""
-    metrics: dict[str, int | float] = {wire.NUM_EXAMPLES: secure.total_weight}
+    metrics: dict[str, int | float | list[int] | list[float]] = {wire.NUM_EXAMPLES: secure.total_weight}
     if secure.train_loss is not None:
         metrics[wire.TRAIN_LOSS] = secure.train_loss
     return MetricRecord(metrics)
-
-
-def with_secagg(config: SecAggConfig, strategy: EdgeStrategy) -> EdgeStrategy:
-    """``strategy`` wrapped in :class:`SecAggPlus` when ``secure-aggregation='secagg+'``."""
-    if not config.enabled:
-        return strategy
-    return SecAggPlus(strategy, config)
 
 
 __all__ = [
     "BelowThreshold",
     "RoundOutcome",
     "SecAggPlus",
-    "private_key_to_bytes",
+    "payload_bytes",
     "release_secure_mean",
     "secagg_inner_problem",
-    "with_secagg",
 ]

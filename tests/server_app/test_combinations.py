@@ -1,4 +1,4 @@
-"""Features meet: strategies × compression × DP × a BatchNorm model, through the real apps.
+"""Features meet: strategies × compression × DP × SecAgg+ × a BatchNorm model, through the real apps.
 
 Each feature has its own tests; this file runs them *together*, as a user would, with the
 real ServerApp and ClientApp in this process (:class:`AppGrid`) on a model with BatchNorm
@@ -48,6 +48,8 @@ DP = {
     "dp-weight-cap": 1.0,
     "dp-delta": 1e-3,
 }
+#: SecAgg+ among the four clients: neighbourhoods of 3, two shares rebuild a secret.
+SECAGG = {"secure-aggregation": "secagg+", "secagg-num-shares": 3, "secagg-reconstruction-threshold": 2}
 SUPPORTED = {
     "fedavg-topk": {"strategy": "fedavg", "compression": "topk", "topk-fraction": 0.1},
     "fedadam-int8": {"strategy": "fedadam", "compression": "int8"},
@@ -61,11 +63,22 @@ SUPPORTED = {
         **DP,
     },
     "dpfedprox-int8": {"strategy": "dp-fedprox", "proximal-mu": 0.01, "compression": "int8", **DP},
+    "fedavg-secagg": {"strategy": "fedavg", **SECAGG},
+    "fedadam-secagg": {"strategy": "fedadam", **SECAGG},
+    "dpfedavg-client-clipping-secagg": {
+        "strategy": "dp-fedavg",
+        "dp-clipping": "client",
+        **DP,
+        **SECAGG,
+        "secagg-max-weight": 1,  # = dp-weight-cap
+    },
 }
 REFUSED = {
     "fedbuff-compression": ({"strategy": "fedbuff", "compression": "int8"}, "compression"),
     "dp-stragglers": ({"strategy": "dp-fedavg", "straggler-fraction": 0.5, **DP}, "straggler"),
     "dp-uniform-poisson": ({"strategy": "dp-fedavg", "dp-estimator": "uniform"}, "uniform"),
+    "secagg-median": ({"strategy": "median", **SECAGG}, "secure aggregation hides"),
+    "secagg-int8": ({"strategy": "fedavg", "compression": "int8", **SECAGG}, "secure-aggregation"),
 }
 
 

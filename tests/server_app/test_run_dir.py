@@ -100,6 +100,27 @@ def test_round_line_tells_a_refused_aggregate_from_rejected_replies() -> None:
     assert expected in line
 
 
+def test_round_line_tells_a_secure_sum_not_unmasked_from_rejected_replies() -> None:
+    row = {
+        "round": 2,
+        "sampled": 6,
+        "succeeded": 0,
+        "failed": 4,
+        "rejected": {"secagg-below-threshold": 1},
+        "secagg_survivors": 2,
+        "secagg_dropped": 4,
+        "seconds": 1.0,
+    }
+
+    line = format_round(row, 5)
+
+    expected = (
+        "clients 6 sampled, 0 ok, 4 failed, secure sum not unmasked: previous model kept "
+        "(SecAgg+: 2 survivors, 4 dropped) |"
+    )
+    assert expected in line
+
+
 # --------------------------------------------------------------------------- #
 # Durable writes: temp file, fsync, rename, directory fsync; checkpoint first #
 # --------------------------------------------------------------------------- #
