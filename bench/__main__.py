@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import aggregation, efficiency, overhead, report, scale
+from bench import aggregation, efficiency, overhead, report, scale, secagg
 from bench.localflower import REPO, LocalFlower, start_local_flower, stop_process_tree
 from bench.machine import load_average, machine_info
 
-SECTIONS = ("overhead", "aggregation", "scale", "efficiency")
+SECTIONS = ("overhead", "aggregation", "scale", "efficiency", "secagg")
 #: Results other benchmark modules may leave in the output directory; included if present.
 OPTIONAL = {"async_vs_sync": "async_vs_sync.json", "compression": "compression.json", "engine": "engine.json"}
 
@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             if "efficiency" in sections:
                 results["efficiency"] = efficiency.run(flower, work, args.quick, out / "efficiency.png")
                 results["load_average_samples"].append(("efficiency:end", load_average()))
+            if "secagg" in sections:
+                results["secagg"] = secagg.run(work, args.quick)
+                results["load_average_samples"].append(("secagg:end", load_average()))
         finally:
             for started_flower in (flower, compare_flower):
                 if started_flower is not None:

@@ -8,7 +8,10 @@ a ``MetricRecord`` that carries ``num-examples`` (training examples), and a smal
 ``info`` record (device kind) for the server's per-node table.
 
 Cross-cutting steps are Flower mods around the train handler (:data:`TRAIN_MODS`,
-outermost first); each acts only when the server's train config asks for it:
+outermost first); each acts only when the server's train config asks for it. Outermost
+of all, :func:`harness.dropout.dropout_mod` makes a simulated node lost after SecAgg+ key
+sharing stop answering (``secagg-drop-after-share-keys``; simulation only): it must see
+each secure-aggregation stage before the secure-aggregation mod answers it. Then:
 
 0. :func:`client_app.secagg.secagg_mod`: SecAgg+ stage messages (``secure-aggregation``)
    are answered here; at the masked-vector stage the rest of the chain trains and this
@@ -61,6 +64,7 @@ from client_app.compression import compression_mod
 from client_app.dp import DPSGDSettings, dp_clipping_mod, make_client
 from client_app.secagg import secagg_mod
 from harness.client_attack import AttackSettings, attack_mod, flips_labels, poison_data
+from harness.dropout import dropout_mod
 from harness.ray_worker import ray_worker
 from harness.slowdown import slowdown_mod
 from strategies.core.records import from_layers, to_layers
@@ -72,7 +76,14 @@ from tasks.models import build_model
 from tasks.train import device_kind, pick_device
 
 #: The train handler's mods, outermost first (see the module docstring for the order).
-TRAIN_MODS: list[Mod] = [secagg_mod, compression_mod, attack_mod, dp_clipping_mod, slowdown_mod]
+TRAIN_MODS: list[Mod] = [
+    dropout_mod,
+    secagg_mod,
+    compression_mod,
+    attack_mod,
+    dp_clipping_mod,
+    slowdown_mod,
+]
 
 app = ClientApp()
 

@@ -13,6 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
 from harness.attacks import choose_attacked
+from harness.dropout import dropout_problem
 from server_app.checkpoint import (
     Checkpoint,
     check_resumable,
@@ -42,6 +43,9 @@ app = ServerApp()
 def prepare(cfg: AppConfig) -> tuple[DataBundle, str, torch.nn.Module]:
     """Load the dataset and build the initial model, failing fast on bad config."""
     get_spec(cfg.strategy)
+    problem = dropout_problem(cfg.secagg_drop_after_share_keys, cfg.secure_aggregation)
+    if problem is not None:
+        raise ConfigError(problem)
     bundle = dataset_for(cfg)
     model_name = cfg.resolved_model(bundle.input_shape)
     try:
@@ -100,6 +104,10 @@ def client_configs(cfg: AppConfig, model_name: str, num_classes: int) -> tuple[C
                 wire.ATTACK_SCALE: cfg.attack_scale,
                 wire.SEED: cfg.seed,
             }
+        )
+    if cfg.secagg_drop_after_share_keys > 0:  # simulated SecAgg+ dropouts (harness/dropout.py)
+        train.update(
+            {wire.SECAGG_DROP_AFTER_SHARE_KEYS: cfg.secagg_drop_after_share_keys, wire.SEED: cfg.seed}
         )
     return train, ConfigRecord(model)
 

@@ -476,11 +476,12 @@ def builtin_sections() -> tuple[type[Section], ...]:
     imported here, when a config is built, and ``tasks`` itself stays framework-free.
     """
     from harness.attacks import AttackConfig
+    from harness.dropout import DropoutConfig
     from harness.slowdown import SlowdownConfig
     from server_app.tracking import TrackingConfig
     from strategies.core.registry import builtin_sections as strategy_sections
 
-    return (AppConfig, *strategy_sections(), AttackConfig, SlowdownConfig, TrackingConfig)
+    return (AppConfig, *strategy_sections(), AttackConfig, SlowdownConfig, DropoutConfig, TrackingConfig)
 
 
 def builtin_keys() -> dict[str, Declared]:

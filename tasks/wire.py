@@ -60,6 +60,8 @@ SEED = "seed"
 #: Fused evaluation (run config ``fused-evaluate``): evaluate the received model on the
 #: node's held-out data before training, in the same train message.
 FUSED_EVALUATE = "fused-evaluate"
+#: Simulated nodes lost after SecAgg+ key sharing (harness.dropout).
+SECAGG_DROP_AFTER_SHARE_KEYS = "secagg-drop-after-share-keys"
 
 # ------------------------------------------------------ reply metrics (client → server)
 NUM_EXAMPLES = "num-examples"

@@ -142,10 +142,36 @@ def test_efficiency_has_a_curve_per_strategy_and_a_plot(quick: tuple[dict, Path]
     assert (out / results["efficiency"]["plot"]).stat().st_size > 10_000
 
 
+def test_secagg_is_measured_side_by_side_with_plain_fedavg(quick: tuple[dict, Path]) -> None:
+    results, _ = quick
+    rows = results["secagg"]["rows"]
+    assert rows
+    for r in rows:
+        plain, secure = r["plain"], r["secagg"]
+        k = r["clients"]
+        # Both runs trained every client every round; SecAgg+ unmasked all of them.
+        for run in (plain, secure):
+            assert run["status"] == "completed" and run["kept_previous_model"] == 0, run
+            assert run["succeeded"] == [k] * r["rounds"] and len(run["round_seconds"]) == r["rounds"]
+            assert _positive(run["steady_s"]) and _positive(run["bytes_per_client"]["down"])
+        assert secure["survivors"] == [k] * r["rounds"]
+        assert r["time_ratio"] == pytest.approx(secure["steady_s"] / plain["steady_s"])
+        pb, sb = plain["bytes_per_client"], secure["bytes_per_client"]
+        assert r["up_ratio"] == pytest.approx(sb["up"] / pb["up"])
+        # The same global model goes down; the masked update goes up as int64, twice float32's bytes.
+        assert sb["down_model"] == pytest.approx(pb["down_model"], rel=0.01)
+        assert 1.9 <= sb["up_model"] / pb["up_model"] <= 2.1
+        # Only SecAgg+ has protocol traffic, in each of its four stages, both ways.
+        assert "down_protocol" not in pb and _positive(sb["down_protocol"]) and _positive(sb["up_protocol"])
+        assert set(sb["by_stage"]) == {"setup", "share_keys", "collect_masked_vectors", "unmask"}
+        assert set(pb["by_stage"]) == {"train"}
+
+
 def test_markdown_report_has_every_section(quick: tuple[dict, Path]) -> None:
     _, out = quick
     text = (out / "BENCHMARKS.md").read_text()
-    for heading in ("## Machine", "## Simulation overhead", "## Aggregation", "## Scale", "## Efficiency"):
+    headings = ("## Machine", "## Simulation overhead", "## Aggregation", "## Scale", "## Efficiency")
+    for heading in (*headings, "## Secure aggregation"):
         assert heading in text
 
 
