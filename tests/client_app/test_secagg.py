@@ -13,6 +13,7 @@ from client_app.app import TRAIN_MODS
 from client_app.compression import compression_mod
 from client_app.dp import dp_clipping_mod
 from client_app.secagg import NodeState, ProtocolError, secagg_mod, setup, share_keys, unmask
+from harness.dropout import dropout_mod
 from tasks import wire
 from tests.conftest import AppGrid
 
@@ -60,9 +61,11 @@ def test_a_train_message_without_the_secagg_record_passes_through_untouched() ->
     assert wire.SECAGG_STATE not in ctx.state.config_records
 
 
-def test_the_mod_is_outermost_so_clipping_happens_before_masking() -> None:
-    assert TRAIN_MODS[0] is secagg_mod
-    assert TRAIN_MODS.index(dp_clipping_mod) > 0 and TRAIN_MODS.index(compression_mod) > 0
+def test_the_mod_wraps_every_reply_changing_mod_so_clipping_happens_before_masking() -> None:
+    # Only the simulated dropout (harness.dropout) sits outside it: it must see stage messages
+    # to stop answering after key sharing, and it never changes a reply it lets through.
+    assert TRAIN_MODS[:2] == [dropout_mod, secagg_mod]
+    assert TRAIN_MODS.index(dp_clipping_mod) > 1 and TRAIN_MODS.index(compression_mod) > 1
 
 
 def test_setup_replies_two_public_keys_and_keeps_its_state_in_the_context() -> None:

@@ -115,7 +115,9 @@ def test_a_combination_a_wrapper_refuses_fails_before_anything_runs() -> None:
         check_combinations(expand({"strategy": ["fedavg", "median"]}), {"secure-aggregation": "secagg+"})
 
 
-def test_a_missing_tracking_library_fails_the_sweep_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_tracking_library_fails_the_sweep_before_anything_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if the [tracking] extra were not installed
