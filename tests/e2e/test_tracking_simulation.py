@@ -20,13 +20,14 @@ from tests.e2e.test_simulation import finished_run
 SETTINGS = "num-server-rounds=2 local-epochs=1 fraction-evaluate=1.0 seed=7"
 
 
-#: Wall-clock values two runs never share: per run (run_dir) and per round (reporting, phases).
+#: Values two runs never share: wall-clock times per run (run_dir) and per round (reporting,
+#: phases), and the Ray node ids each run's simulation gets (``workers``: replies per node).
 RUN_CLOCK = {"rounds", "started_at", "updated_at"}
-ROUND_CLOCK = {"seconds", "phases"}
+ROUND_CLOCK = {"seconds", "phases", "workers"}
 
 
 def comparable(rows: list[dict]) -> list[dict]:
-    """metrics.json rows without their wall-clock timings."""
+    """metrics.json rows without their wall-clock timings and Ray node ids."""
     return [{k: v for k, v in row.items() if k not in ROUND_CLOCK} for row in rows]
 
 
@@ -48,7 +49,9 @@ def test_tensorboard_and_mlflow_hold_what_metrics_json_has_and_change_nothing_el
     assert {k: v for k, v in tracked.items() if k not in RUN_CLOCK} == {
         k: v for k, v in plain.items() if k not in RUN_CLOCK
     }
-    assert all(rows[i]["phases"].keys() == plain["rounds"][i]["phases"].keys() for i in range(3))
+    for row, other in zip(rows, plain["rounds"], strict=True):
+        assert row["phases"].keys() == other["phases"].keys()
+        assert sorted(row.get("workers", {}).values()) == sorted(other.get("workers", {}).values())
     for with_tracking, without in zip(comparable(rows), comparable(plain["rounds"]), strict=True):
         assert with_tracking.keys() == without.keys()
         for key, value in with_tracking.items():
