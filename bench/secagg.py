@@ -102,6 +102,7 @@ class MeteredGrid:
             for i, node in enumerate(self.node_ids)
         }
         self.bytes: dict[tuple[int, str, str, str], int] = defaultdict(int)
+        self._pending: list[Message] = []
 
     def get_node_ids(self) -> list[int]:
         return list(self.node_ids)
@@ -127,6 +128,19 @@ class MeteredGrid:
             if not reply.has_error():
                 self._count(node, "up", stage, reply.content)
             replies.append(reply)
+        return replies
+
+    # The round driver pushes and pulls (strategies.core.deadline.send_and_receive_within):
+    # a push delivers at once, in this process, and the next pull returns every reply.
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        messages = list(messages)
+        self._pending.extend(self.send_and_receive(messages))
+        return [m.metadata.message_id for m in messages]
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        wanted = set(message_ids)
+        replies = [r for r in self._pending if r.metadata.reply_to_message_id in wanted]
+        self._pending = [r for r in self._pending if r.metadata.reply_to_message_id not in wanted]
         return replies
 
     def per_client(self, rounds: int) -> dict[str, Any]:
