@@ -559,7 +559,29 @@ def engine(result: dict[str, Any]) -> str:
             "start-up times here are not meaningful. What is: the breakdown's columns measured inside one "
             "run (engine = the stages minus the handlers), and the round time of rows run back to back.*"
         )
-    return head + "\n\n" + overhead({"overhead": result["overhead"]})
+    return head + "\n\n" + engine_targets(result) + "\n\n" + overhead({"overhead": result["overhead"]})
+
+
+#: Issue 16's targets: steady-round ratio (simulation / plain PyTorch) and fixed start-up (s).
+RATIO_TARGET, STARTUP_TARGET = 1.2, 15.0
+
+
+def engine_targets(result: dict[str, Any]) -> str:
+    """One line per target config: its ratio and start-up, separate and fused, against the targets."""
+    lines = [f"Targets: steady-round ratio ≤ {RATIO_TARGET}, fixed start-up ≤ {STARTUP_TARGET:.0f} s."]
+    for cfg in result["overhead"]["configs"]:
+        cells = []
+        for label, row in (("separate evaluation", cfg), ("fused-evaluate", cfg.get("fused"))):
+            if not row or row.get("ratio") is None:
+                continue
+            total = (row.get("startup") or {}).get("total_s")
+            ratio_ok = "met" if row["ratio"] <= RATIO_TARGET else "not met"
+            start = "" if total is None else (
+                f", start-up {total:.1f} s ({'met' if total <= STARTUP_TARGET else 'not met'})"
+            )
+            cells.append(f"{label}: ratio {row['ratio']:.2f} ({ratio_ok}){start}")
+        lines.append(f"- {cfg['name']}: " + "; ".join(cells))
+    return "\n".join(lines)
 
 
 def render(results: dict[str, Any]) -> str:

@@ -50,3 +50,22 @@ def test_breakdown_of_steady_rounds() -> None:
 def test_a_run_without_phase_timings_gives_its_round_time_only() -> None:
     rounds = [{"round": r, "seconds": s} for r, s in ((0, 0.1), (1, 5.0), (2, 2.0), (3, 4.0))]
     assert of_run(rounds, plain_round_s=1.5) == {"round_s": 3.0, "plain_s": 1.5, "phases": False}
+
+
+def test_engine_targets_say_which_config_meets_which_target() -> None:
+    from bench.report import engine_targets
+
+    def cfg(name: str, ratio: float, total: float, fused_ratio: float, fused_total: float) -> dict:
+        return {
+            "name": name,
+            "ratio": ratio,
+            "startup": {"total_s": total},
+            "fused": {"ratio": fused_ratio, "startup": {"total_s": fused_total}},
+        }
+
+    text = engine_targets({"overhead": {"configs": [cfg("a", 1.3, 14.0, 1.19, 15.5)]}})
+
+    assert text.splitlines()[1] == (
+        "- a: separate evaluation: ratio 1.30 (not met), start-up 14.0 s (met); "
+        "fused-evaluate: ratio 1.19 (met), start-up 15.5 s (not met)"
+    )
