@@ -156,9 +156,6 @@ def partition_indices(
     list[np.ndarray]
         Sorted example indices of each partition.
     """
-    import datasets
-    from flwr_datasets import partitioner as fp
-
     if partitioner not in DISJOINT_PARTITIONERS:
         raise ValueError(
             f"partitioner={partitioner!r} is unknown here; use one of {', '.join(DISJOINT_PARTITIONERS)}"
@@ -174,6 +171,12 @@ def partition_indices(
         # IidPartitioner cuts contiguous blocks; shuffling first makes it random and seeded.
         order = np.random.default_rng(seed).permutation(len(labels))
         return [np.sort(block) for block in np.array_split(order, num_partitions)]
+
+    # Imported here, not above: flwr_datasets' package import pulls in its plotting
+    # helpers (seaborn, scipy.stats) and Hugging Face ``datasets``, about 2 s that every
+    # simulation worker would pay on its first message even for ``iid``, which needs neither.
+    import datasets
+    from flwr_datasets import partitioner as fp
 
     table = datasets.Dataset.from_dict(
         {"label": np.asarray(labels).tolist(), "index": list(range(len(labels)))}

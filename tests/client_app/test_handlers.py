@@ -1,5 +1,9 @@
 """The NumPyClient subclass, unchanged, driven through the ClientApp's Message handlers."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
@@ -9,7 +13,7 @@ from strategies.core.records import from_layers, to_layers
 from tasks.data import DatasetError
 from tasks.models import build_model
 from tasks.train import get_weights
-from tests.conftest import DIGITS_TRAIN_CONFIG
+from tests.conftest import DIGITS_TRAIN_CONFIG, REPO
 
 
 def _message(message_type: str, config: dict) -> tuple[Message, list[str]]:
@@ -101,3 +105,48 @@ def test_virtual_nodes_share_one_model_without_leaking_state_between_them() -> N
     assert len({id(node.client.model) for node in cached.nodes.values()}) == 1
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert any(not np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+def test_a_workers_first_message_on_the_default_partitioner_imports_no_optional_library() -> None:
+    """Round 1 of every simulation waits for each worker's first message: what it imports counts.
+
+    A fresh process (as a Ray actor is) answers one train message on the default (iid)
+    partitioning; flwr-datasets (with its plotting stack) and Hugging Face ``datasets`` are
+    for the label-skewed partitioners only, and the optional libraries stay unloaded.
+    A Dirichlet split in the same kind of process does load flwr-datasets, so the check
+    can tell the two apart.
+    """
+    script = """
+import json, sys
+from flwr.supercore.task_identity import TaskIdentity
+TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from client_app.app import app
+from strategies.core.records import from_layers
+from tasks.models import build_model
+from tasks.train import get_weights
+from tests.conftest import DIGITS_TRAIN_CONFIG
+model = build_model("digits-cnn", (1, 8, 8), 10)
+names = list(model.state_dict().keys())
+content = RecordDict({"arrays": from_layers(names, get_weights(model)), "config": ConfigRecord(DIGITS_TRAIN_CONFIG)})
+context = Context(run_id=1, node_id=7, node_config={"partition-id": 0, "num-partitions": 4},
+                  state=RecordDict(), run_config={"partitioner": sys.argv[1]})
+reply = app(Message(content, dst_node_id=7, message_type=MessageType.TRAIN), context)
+assert not reply.has_error(), reply.error
+heavy = ("flwr_datasets", "datasets", "seaborn", "matplotlib", "opacus", "dp_accounting")
+print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
+"""
+
+    def loaded(partitioner: str) -> list[str]:
+        proc = subprocess.run(
+            [sys.executable, "-c", script, partitioner],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    assert loaded("iid") == []
+    assert {"flwr_datasets", "datasets"} <= set(loaded("dirichlet"))
