@@ -13,8 +13,20 @@ after another, so per steady round (median over rounds 2..R):
   ServerApp and the handler (Ray task submission and actor dispatch, (de)serialization of
   the arrays, the message extractor's and the Grid's polling), per message in
   ``engine_per_message_ms``;
+  split by when the handlers ran (``dispatch_first`` / ``return_last``, recorded from the
+  replies' timestamps where the app reports them): ``first_wait_s``, the stages' waits
+  for their first handler (the message extractor's 0–0.1 s walk, the first Ray
+  submission), ``last_return_s``, from each stage's last handler to its reply validated
+  on the server, and ``between_s``, the rest: the engine's work between one handler and
+  the next (returning a reply, submitting the next message), per message in
+  ``between_per_message_ms``;
 - ``aggregate_s``, ``central_eval_s``, ``checkpoint_s``: the server between stages;
 - ``rest_s``: the round's remaining time (configure, metrics.json, logging).
+
+:func:`first_round` splits round 1's extra time over a steady round (part of the fixed
+start-up) the same way: waiting for the first handler (Ray and the actor starting, the
+ClientApp imported into it), the handlers' first calls (each node's data, the model, the
+first torch calls), and the rest.
 
 No profiler runs, so the rounds are timed as they run in the benchmark. A run that does
 not record phases (an older checkout under ``--compare-app``) gives the round time only.
@@ -30,6 +42,8 @@ from typing import Any
 #: results are read too, and bench stays independent of the app's packages here).
 STAGES = ("train_stage", "evaluate_stage")
 SERVER = ("aggregate", "central_eval", "checkpoint")
+#: The engine's waits before each stage's first handler and after its last one.
+FIRST, LAST = "dispatch_first", "return_last"
 
 
 def _median(values: Sequence[float]) -> float:
@@ -90,4 +104,43 @@ def of_run(rounds: Sequence[Mapping[str, Any]], plain_round_s: float, skip: int 
     }
     accounted = stages + sum(out[f"{k}_s"] for k in SERVER)
     out["rest_s"] = round_s - accounted
+    if all(FIRST in r["phases"] and LAST in r["phases"] for r in steady):
+        first, last = median_of(FIRST), median_of(LAST)
+        # Gaps between consecutive handlers: each stage's messages after its first one.
+        stage_count = _median([sum(1 for k in STAGES if k in r["phases"]) for r in steady])
+        gaps = max(messages - stage_count, 1)
+        out.update(
+            first_wait_s=first,
+            last_return_s=last,
+            between_s=engine - first - last,
+            between_per_message_ms=1000 * (engine - first - last) / gaps,
+        )
     return out
+
+
+def first_round(rounds: Sequence[Mapping[str, Any]], steady: Mapping[str, Any]) -> dict[str, float] | None:
+    """Round 1's extra time over the steady round, split (see the module docstring).
+
+    Parameters
+    ----------
+    rounds : sequence of mapping
+        metrics.json ``rounds``.
+    steady : mapping
+        :func:`of_run` of the same run (its steady medians).
+
+    Returns
+    -------
+    dict or None
+        ``extra_s`` (round 1 minus the steady round), ``worker_start_s`` (round 1's wait
+        for its first handler beyond a steady round's), ``first_calls_s`` (round 1's
+        handler time beyond a steady round's) and ``other_s`` (the rest); ``None`` for a
+        run without these timings.
+    """
+    one = next((r for r in rounds if r["round"] == 1), None)
+    if one is None or not one.get("phases") or FIRST not in one["phases"] or "first_wait_s" not in steady:
+        return None
+    extra = float(one["seconds"]) - float(steady["round_s"])
+    worker = float(one["phases"][FIRST]) - float(steady["first_wait_s"])
+    calls = float(one["phases"].get("client_handler", 0.0)) - float(steady["handler_s"])
+    other = extra - worker - calls
+    return {"extra_s": extra, "worker_start_s": worker, "first_calls_s": calls, "other_s": other}

@@ -12,7 +12,10 @@ that and everything before it is the fixed start-up, reported separately.
 
 The quickstart-style baseline app (``bench/baseline_app``: reloads its data and rebuilds
 its model on every call) is run the same way on the headline configs, and the configs
-marked ``fused`` once more with ``fused-evaluate=true`` (one round trip per round). Each
+marked ``fused`` once more with ``fused-evaluate=true`` (one round trip per round), and
+those marked ``parallel`` with Flower's client resources as README recommends (one CPU
+per ClientApp, so one actor per core) against plain PyTorch given every core as torch
+threads: both sides use the whole machine, each in its own way. Each
 edgebloom run's steady rounds are broken down into where the overhead goes
 (:mod:`bench.breakdown`, from the app's per-round phase timings).
 
@@ -56,6 +59,7 @@ def configs(quick: bool) -> list[dict[str, Any]]:
                 "epochs": 1,
                 "baseline": True,
                 "fused": True,
+                "parallel": True,
             },
         ]
     out = []
@@ -72,6 +76,7 @@ def configs(quick: bool) -> list[dict[str, Any]]:
                     "baseline": nodes == 100,
                     # Issue 16's digits target: 10 clients, all 10 per round, E=5.
                     "fused": model == "digits-cnn" and nodes == 10,
+                    "parallel": model == "digits-cnn" and nodes == 10,
                 }
             )
     # The headline config with one local epoch: a fifth of the compute per message.
@@ -85,13 +90,14 @@ def configs(quick: bool) -> list[dict[str, Any]]:
             "epochs": 1,
             "baseline": True,
             "fused": True,
+            "parallel": True,
         }
     )
     return out
 
 
 #: Config keys that say which extra runs to make, not what to measure.
-VARIANT_KEYS = ("baseline", "fused")
+VARIANT_KEYS = ("baseline", "fused", "parallel")
 
 
 def app_copy(work: Path) -> Path:
@@ -217,6 +223,7 @@ def run_one(
         wall_s=sim.wall_s,
         breakdown=breakdown.of_run(sim.metrics["rounds"], plain_steady),
     )
+    result["startup"]["round1"] = breakdown.first_round(sim.metrics["rounds"], result["breakdown"])
     if cfg.get("fused"):
         result["fused"] = run_compare(
             flower,
@@ -228,6 +235,18 @@ def run_one(
             app,
             extra={"fused-evaluate": True},
         )
+    if cfg.get("parallel") and cores > 1:
+        # Flower's client resources as README recommends (one CPU per ClientApp: an actor
+        # per core, two clients at a time here) against plain PyTorch given the same cores
+        # as torch threads (one process, clients one after another).
+        wide = plain(run_config, cfg["nodes"], cfg["rounds"], threads=cores)
+        wide_steady = steady_seconds(wide["round_seconds"])
+        result["parallel"] = {
+            **run_compare(flower, cfg, dataset, work / "runs" / f"{name}-parallel", 1, wide_steady, app),
+            "plain_steady_s": wide_steady,
+            "plain_threads": wide["torch_threads"],
+            "actors": cores,
+        }
     if cfg.get("baseline") and compare is not None:
         result["before"] = run_compare(
             compare[0], cfg, dataset, work / "runs" / f"{name}-before", cores, plain_steady, compare[1]
@@ -269,15 +288,19 @@ def run_compare(
         return {"error": f"{app} did not complete (rc={sim.returncode}):\n{tail}"}
     rounds = [r["seconds"] for r in sim.metrics["rounds"] if r["round"] > 0]
     steady = steady_seconds(rounds)
+    split = breakdown.of_run(sim.metrics["rounds"], plain_steady)
     return {
         "app": str(app),
         "sim_round_seconds": rounds,
         "sim_steady_s": steady,
         "ratio": steady / plain_steady,
         "overhead_s": steady - plain_steady,
-        "startup": startup(sim, rounds[0], steady),
+        "startup": {
+            **startup(sim, rounds[0], steady),
+            "round1": breakdown.first_round(sim.metrics["rounds"], split),
+        },
         "peak_memory": sim.peak_memory,
-        "breakdown": breakdown.of_run(sim.metrics["rounds"], plain_steady),
+        "breakdown": split,
     }
 
 

@@ -61,29 +61,26 @@ def overhead(results: dict[str, Any]) -> str:
             )
         elif fused:
             runs.append((f"{label}, fused-evaluate", "edgebloom, fused-evaluate", fused))
+        wide = c.get("parallel")
+        if wide and "error" in wide:
+            rows.append([f"{label}, {PARALLEL}", "failed", "", "", "", wide["error"].splitlines()[0][:120]])
+        elif wide:
+            runs.append((f"{label}, {PARALLEL}", f"edgebloom, {PARALLEL}", wide))
         for row_label, app, r in runs:
             rows.append(
                 [
                     row_label,
-                    _f(c["plain_steady_s"]),
+                    _f(r.get("plain_steady_s", c["plain_steady_s"])),
                     _f(r["sim_steady_s"]),
                     _f(r["overhead_s"]),
                     f"**{r['ratio']:.2f}**",
                     _f(r["startup"]["total_s"], ".1f"),
                 ]
             )
-            s = r["startup"]
-            starts.append(
-                [
-                    label,
-                    app,
-                    _f(s["cli_submit_s"], ".1f"),
-                    _f(s["serverapp_ready_s"], ".1f"),
-                    _f(s["first_round_extra_s"], ".1f"),
-                    f"**{_f(s['total_s'], '.1f')}**",
-                ]
-            )
-            if r.get("breakdown"):
+            starts.append(startup_row(label, app, r["startup"]))
+            # Parallel actors overlap their handlers: the breakdown (stages minus the
+            # handlers' sum) is for one worker only.
+            if r.get("breakdown") and r is not wide:
                 breakdowns.append(breakdown_row(label, app, r["breakdown"]))
         if c.get("baseline") or c.get("before"):
             baselines.append(
@@ -117,19 +114,22 @@ def overhead(results: dict[str, Any]) -> str:
                     _f(b["peak_memory"]["rss_mib"], ".0f"),
                 ]
             )
-            bs = b["startup"]
-            starts.append(
-                [
-                    label,
-                    name,
-                    _f(bs["cli_submit_s"], ".1f"),
-                    _f(bs["serverapp_ready_s"], ".1f"),
-                    _f(bs["first_round_extra_s"], ".1f"),
-                    f"**{_f(bs['total_s'], '.1f')}**",
-                ]
-            )
+            starts.append(startup_row(label, name, b["startup"]))
             if b.get("breakdown"):
                 breakdowns.append(breakdown_row(label, name, b["breakdown"]))
+    parallel_note = (
+        [
+            f"`{PARALLEL}` rows: Flower's client resources as README recommends "
+            "(`client-resources-num-cpus=1`: one Ray actor per core, as many clients at a time), against "
+            "plain PyTorch given every core as "
+            "torch threads (its plain s/round column; one process, clients one after another). Both use the "
+            "whole machine, each its own way; the other rows give the simulation one actor and plain PyTorch "
+            "one thread, which isolates the engine's cost.",
+            "",
+        ]
+        if any(c.get("parallel") for c in o["configs"])
+        else []
+    )
     fused_note = (
         [
             "`fused-evaluate` rows: the same rounds with the federated evaluation fused into the train "
@@ -172,16 +172,19 @@ def overhead(results: dict[str, Any]) -> str:
         ),
         "",
         *fused_note,
+        *parallel_note,
         "Fixed start-up, from `flwr run` to the end of round 1 minus one steady round: the CLI building and "
         "submitting the app; the simulation process starting, installing the app and the ServerApp loading "
-        "its data and model (until Flower logs `[ROUND 1/`); and round 1's extra time over a steady round "
-        "(Ray start, actor start, imports in the actor, first data load, first torch call). "
+        "its data and model (until Flower logs `[ROUND 1/`); and round 1's extra time over a steady round, "
+        "split by the run's phase timings (`bench/breakdown.py` `first_round`) into *worker start* "
+        "(round 1's wait for its first handler beyond a steady round's: Ray and the actor starting, "
+        "the ClientApp and "
+        "PyTorch imported into the actor), *first calls* (round 1's handler time beyond a steady round's: "
+        "each node's data, the model, PyTorch's first training and evaluation calls) and *other*. "
         + cli_note
         + walk_note,
         "",
-        _table(
-            ["config", "app", "CLI + submit s", "ServerApp ready s", "round 1 extra s", "total s"], starts
-        ),
+        _table(STARTUP_HEADER, starts),
     ]
     if baselines:
         parts += [
@@ -208,6 +211,35 @@ def overhead(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+#: The label of the runs with one actor per core (``parallel`` configs).
+PARALLEL = "one actor per core"
+
+STARTUP_HEADER = [
+    "config",
+    "app",
+    "CLI + submit s",
+    "ServerApp ready s",
+    "round 1 extra s",
+    "worker start s",
+    "first calls s",
+    "other s",
+    "total s",
+]
+
+
+def startup_row(label: str, app: str, s: dict[str, Any]) -> list[str]:
+    r1 = s.get("round1") or {}
+    return [
+        label,
+        app,
+        _f(s["cli_submit_s"], ".1f"),
+        _f(s["serverapp_ready_s"], ".1f"),
+        _f(s["first_round_extra_s"], ".1f"),
+        *(_f(r1[k], ".1f") if k in r1 else "–" for k in ("worker_start_s", "first_calls_s", "other_s")),
+        f"**{_f(s['total_s'], '.1f')}**",
+    ]
+
+
 BREAKDOWN_HEADER = [
     "config",
     "app",
@@ -217,6 +249,9 @@ BREAKDOWN_HEADER = [
     "handlers − plain s",
     "engine s",
     "engine ms/message",
+    "first wait s",
+    "between handlers ms/message",
+    "last return s",
     "aggregate s",
     "central eval s",
     "checkpoint s",
@@ -233,7 +268,13 @@ BREAKDOWN_NOTE = (
     "the ServerApp and the handler (Ray task submission and actor dispatch, pickling the model into "
     "every message and the reply back, the message extractor's 0.1 s walk over every virtual node, "
     "the Grid's polling; of it, the extractor's wait is uniform in 0–0.1 s, about 0.05 s per stage, and "
-    "the rest scales with the messages: *engine ms/message*); *aggregate*: validation and the rule; "
+    "the rest scales with the messages: *engine ms/message*); the engine's share split by the replies' "
+    "timestamps (the ClientApp's clock is the ServerApp's here): *first wait*, each stage's messages made "
+    "→ its first handler starting (the extractor's walk, the first Ray submission), summed over the "
+    "round's stages; *last return*, each stage's last handler returning → its reply validated on the "
+    "server (Ray returning the reply, Flower storing it, the Grid's pull); *between handlers*: the rest, "
+    "per message after each stage's first (returning one reply and submitting the next message to the "
+    "actor); *aggregate*: validation and the rule; "
     "*rest*: the round's remaining time "
     "(configure, metrics.json, logs). Central evaluation is off in these runs (`central-eval=false`); "
     "a run without phase timings (an older checkout) shows its round time only."
@@ -252,6 +293,14 @@ def breakdown_row(label: str, app: str, b: dict[str, Any]) -> list[str]:
         _f(b["handler_beyond_plain_s"]),
         f"**{_f(b['engine_s'])}**",
         _f(b["engine_per_message_ms"], ".0f"),
+        *(
+            _f(b[k], spec) if k in b else "–"
+            for k, spec in (
+                ("first_wait_s", ".3f"),
+                ("between_per_message_ms", ".1f"),
+                ("last_return_s", ".3f"),
+            )
+        ),
         _f(b["aggregate_s"], ".3f"),
         _f(b["central_eval_s"], ".3f"),
         _f(b["checkpoint_s"], ".3f"),
@@ -571,13 +620,20 @@ def engine_targets(result: dict[str, Any]) -> str:
     lines = [f"Targets: steady-round ratio ≤ {RATIO_TARGET}, fixed start-up ≤ {STARTUP_TARGET:.0f} s."]
     for cfg in result["overhead"]["configs"]:
         cells = []
-        for label, row in (("separate evaluation", cfg), ("fused-evaluate", cfg.get("fused"))):
+        variants = (
+            ("separate evaluation", cfg),
+            ("fused-evaluate", cfg.get("fused")),
+            (f"{PARALLEL}, separate evaluation", cfg.get("parallel")),
+        )
+        for label, row in variants:
             if not row or row.get("ratio") is None:
                 continue
             total = (row.get("startup") or {}).get("total_s")
             ratio_ok = "met" if row["ratio"] <= RATIO_TARGET else "not met"
-            start = "" if total is None else (
-                f", start-up {total:.1f} s ({'met' if total <= STARTUP_TARGET else 'not met'})"
+            start = (
+                ""
+                if total is None
+                else (f", start-up {total:.1f} s ({'met' if total <= STARTUP_TARGET else 'not met'})")
             )
             cells.append(f"{label}: ratio {row['ratio']:.2f} ({ratio_ok}){start}")
         lines.append(f"- {cfg['name']}: " + "; ".join(cells))
@@ -729,7 +785,7 @@ def secagg(result: dict[str, Any]) -> str:
         "with its k neighbours only, so the last column stays nearly flat while K grows "
         f"tenfold; {growth_text}In all the server relays O(K·k) = O(K log K) bytes of key "
         "shares, where the original SecAgg (every pair) would be O(K) per client and O(K²) in "
-        "all. *Time*: the extra per client (\"extra ms/client\": the secure round minus the "
+        'all. *Time*: the extra per client ("extra ms/client": the secure round minus the '
         "plain one, over K) is O(k) public-key work that does not depend on the model (key "
         "agreement with each neighbour, Shamir splitting and encryption of its shares, and on "
         "the server Shamir combining and checking the shares of each survivor's seed) plus "

@@ -69,7 +69,15 @@ from strategies.core.ledger import (  # noqa: F401  (RoundStats, NodeReport, ...
     validate_train_replies,
 )
 from strategies.core.loop import EvaluateFn, run_rounds, send_train
-from strategies.core.phases import AGGREGATE, CLIENT_HANDLER, CLIENT_TRAIN, EVALUATE_STAGE, TRAIN_STAGE
+from strategies.core.phases import (
+    AGGREGATE,
+    CLIENT_HANDLER,
+    CLIENT_TRAIN,
+    DISPATCH_FIRST,
+    EVALUATE_STAGE,
+    RETURN_LAST,
+    TRAIN_STAGE,
+)
 from strategies.core.protocol import ReplyTransform
 from strategies.core.records import (
     ARRAYS_KEY,
@@ -496,7 +504,13 @@ class FedAvg(FlowerFedAvg):
         stats = self.stats.setdefault(server_round, RoundStats())
         began = self._stamps.pop((server_round, stage), None)
         if began is not None:
-            phases.add(stats.phases, stage, phases.now() - began)
+            elapsed = phases.now() - began
+            phases.add(stats.phases, stage, elapsed)
+            span = phases.handler_span(replies)
+            if span is not None:  # the engine's share before the first and after the last handler
+                ended = phases.wall()
+                phases.add(stats.phases, DISPATCH_FIRST, span[0] - (ended - elapsed))
+                phases.add(stats.phases, RETURN_LAST, ended - span[1])
         phases.add(stats.phases, CLIENT_HANDLER, phases.reply_seconds(replies, wire.HANDLER_SECONDS))
         if stage == TRAIN_STAGE:
             phases.add(stats.phases, CLIENT_TRAIN, phases.reply_seconds(replies, wire.TRAIN_SECONDS))

@@ -102,7 +102,9 @@ class RoundStats:
     #: state, only a report): ``train_stage`` from the train messages to their replies'
     #: validation, ``aggregate`` the validation and the rule, ``evaluate_stage`` the same
     #: for evaluation, ``client_handler`` / ``client_train`` the sums over the round's
-    #: replies of their handler time and training time (``strategies/core/phases.py``).
+    #: replies of their handler time and training time, ``dispatch_first`` / ``return_last``
+    #: the engine's wait before the first and after the last handler of each stage
+    #: (``strategies/core/phases.py``).
     phases: dict[str, float] = field(default_factory=dict)
     #: Largest ε reported by DP-SGD clients this round (sample-level DP), if any.
     dp_sgd_epsilon: float | None = None

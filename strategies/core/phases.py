@@ -10,6 +10,17 @@ summed here over the round's replies. What a stage took beyond its replies' hand
 (divided by the workers that ran them in parallel) is the engine's: message transport,
 (de)serialization, scheduling, polling. ``bench/breakdown.py`` turns these into the
 overhead table of BENCHMARKS.md.
+
+Two more phases split the engine's share of a stage by when the handlers ran: each reply
+is made when its handler returns (``metadata.created_at``, wall clock), so its handler
+started ``HANDLER_SECONDS`` before that. ``dispatch_first`` runs from the stage's messages
+being made to the first handler starting (the message waiting to be picked up, its
+submission to a worker; in round 1 also the worker's own start-up) and ``return_last``
+from the last handler returning to its reply being validated here (the reply's way
+back and the Grid's pull). What remains of the engine's share happened between
+handlers. Both compare the ClientApp's clock with the ServerApp's, so they mean what they
+say where both run on one machine (the simulation engine); across machines they include
+the clocks' offset.
 """
 
 from __future__ import annotations
@@ -29,11 +40,38 @@ CLIENT_HANDLER = "client_handler"
 CLIENT_TRAIN = "client_train"
 CENTRAL_EVAL = "central_eval"
 CHECKPOINT = "checkpoint"
+DISPATCH_FIRST = "dispatch_first"
+RETURN_LAST = "return_last"
 
 
 def now() -> float:
     """The clock every phase is measured on."""
     return time.perf_counter()
+
+
+def wall() -> float:
+    """Wall-clock seconds, the clock of a message's ``created_at`` (for :func:`handler_span`)."""
+    return time.time()
+
+
+def handler_span(replies: Iterable[Message]) -> tuple[float, float] | None:
+    """Wall-clock (first handler start, last handler end) of the replies, or ``None``.
+
+    A reply is made when its handler returns (``metadata.created_at``); its handler
+    started ``HANDLER_SECONDS`` earlier. Replies without a valid handler time are skipped.
+    """
+    starts, ends = [], []
+    for msg in replies:
+        if msg.has_error():
+            continue
+        metrics = msg.content.metric_records.get(wire.METRICS)
+        seconds = None if metrics is None else metrics.get(wire.HANDLER_SECONDS)
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not seconds >= 0:
+            continue
+        end = float(msg.metadata.created_at)
+        starts.append(end - float(seconds))
+        ends.append(end)
+    return (min(starts), max(ends)) if starts else None
 
 
 def reply_seconds(replies: Iterable[Message], key: str) -> float:

@@ -82,6 +82,25 @@ def test_overhead_breaks_each_round_down_and_runs_fused_evaluate(quick: tuple[di
         assert "error" not in fused, fused
         assert _positive(fused["ratio"]) and fused["breakdown"]["messages"] == c["per_round"]
         assert len(fused["sim_round_seconds"]) == c["rounds"]
+        # The engine's share, split by the replies' timestamps: the waits before the first
+        # and after the last handler are inside it, and what is between them is the rest.
+        assert 0 <= b["first_wait_s"] and 0 <= b["last_return_s"]
+        assert b["first_wait_s"] + b["last_return_s"] <= b["engine_s"] + 1e-3
+        assert b["between_s"] == pytest.approx(b["engine_s"] - b["first_wait_s"] - b["last_return_s"])
+        # Round 1's extra time: the worker starting and the handlers' first calls are in it.
+        r1 = c["startup"]["round1"]
+        assert r1["extra_s"] == pytest.approx(c["startup"]["first_round_extra_s"])
+        assert r1["worker_start_s"] > 0 and r1["first_calls_s"] > 0
+        assert r1["worker_start_s"] + r1["first_calls_s"] < r1["extra_s"] + 0.5
+        # One actor per core, against plain PyTorch with as many torch threads.
+        cores = results["machine"]["cores"]
+        if cores == 1:  # nothing to run in parallel
+            assert "parallel" not in c
+            continue
+        wide = c["parallel"]
+        assert "error" not in wide, wide
+        assert wide["actors"] == cores and wide["plain_threads"] == cores
+        assert wide["ratio"] == pytest.approx(wide["sim_steady_s"] / wide["plain_steady_s"])
     markdown = (out / "BENCHMARKS.md").read_text()
     assert "### Overhead breakdown" in markdown and "fused-evaluate" in markdown
 

@@ -128,7 +128,8 @@ from tasks.train import get_weights
 from tests.conftest import DIGITS_TRAIN_CONFIG
 model = build_model("digits-cnn", (1, 8, 8), 10)
 names = list(model.state_dict().keys())
-content = RecordDict({"arrays": from_layers(names, get_weights(model)), "config": ConfigRecord(DIGITS_TRAIN_CONFIG)})
+arrays = from_layers(names, get_weights(model))
+content = RecordDict({"arrays": arrays, "config": ConfigRecord(DIGITS_TRAIN_CONFIG)})
 context = Context(run_id=1, node_id=7, node_config={"partition-id": 0, "num-partitions": 4},
                   state=RecordDict(), run_config={"partitioner": sys.argv[1]})
 reply = app(Message(content, dst_node_id=7, message_type=MessageType.TRAIN), context)

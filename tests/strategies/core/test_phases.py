@@ -25,6 +25,23 @@ def test_reply_seconds_sums_the_key_over_replies_that_carry_a_valid_value() -> N
     assert phases.reply_seconds(replies, wire.HANDLER_SECONDS) == 0.75
 
 
+def test_handler_span_runs_from_the_first_handler_start_to_the_last_reply() -> None:
+    replies = [
+        make_reply(1, {"w": np.zeros(1)}, {wire.HANDLER_SECONDS: 0.5, wire.NUM_EXAMPLES: 1}),
+        make_reply(2, {"w": np.zeros(1)}, {wire.HANDLER_SECONDS: 0.25, wire.NUM_EXAMPLES: 1}),
+        make_reply(3, {"w": np.zeros(1)}, {wire.HANDLER_SECONDS: -1.0, wire.NUM_EXAMPLES: 1}),
+        make_reply(4, {"w": np.zeros(1)}, {wire.NUM_EXAMPLES: 1}),
+        make_reply(5, error="crashed"),
+    ]
+    for msg, made in zip(replies, (100.0, 101.0, 50.0, 200.0, 300.0), strict=True):
+        msg.metadata.created_at = made  # when each handler returned
+
+    # Node 1's handler started at 99.5; node 2's returned last, at 101. The others carry
+    # no valid handler time (a boolean, none, an error) and say nothing.
+    assert phases.handler_span(replies) == (99.5, 101.0)
+    assert phases.handler_span(replies[2:]) is None
+
+
 def test_a_run_records_where_each_round_went(tmp_path: Path) -> None:
     # Prepare: separate evaluation, central evaluation and a checkpoint every round.
     config = {
@@ -54,7 +71,14 @@ def test_a_run_records_where_each_round_went(tmp_path: Path) -> None:
             phases.CLIENT_TRAIN,
             phases.CENTRAL_EVAL,
             phases.CHECKPOINT,
+            phases.DISPATCH_FIRST,
+            phases.RETURN_LAST,
         }
         assert p[phases.TRAIN_STAGE] + p[phases.EVALUATE_STAGE] >= p[phases.CLIENT_HANDLER]
+        # One clock, one process: the waits before the first and after the last handler
+        # are real, and fit into the stages with the handlers (which run one at a time).
+        assert p[phases.DISPATCH_FIRST] >= 0 and p[phases.RETURN_LAST] >= 0
+        stages = p[phases.TRAIN_STAGE] + p[phases.EVALUATE_STAGE]
+        assert p[phases.DISPATCH_FIRST] + p[phases.RETURN_LAST] + p[phases.CLIENT_HANDLER] <= stages + 1e-3
         assert p[phases.CLIENT_HANDLER] >= p[phases.CLIENT_TRAIN] > 0
         assert row["seconds"] >= p[phases.TRAIN_STAGE] + p[phases.AGGREGATE] + p[phases.EVALUATE_STAGE]
