@@ -77,7 +77,7 @@ def overhead(results: dict[str, Any]) -> str:
                     _f(r["startup"]["total_s"], ".1f"),
                 ]
             )
-            starts.append(startup_row(label, app, r["startup"]))
+            starts.append(startup_row(label, app, r["startup"], split=r is not wide))
             # Parallel actors overlap their handlers: the breakdown (stages minus the
             # handlers' sum) is for one worker only.
             if r.get("breakdown") and r is not wide:
@@ -180,9 +180,8 @@ def overhead(results: dict[str, Any]) -> str:
         "(round 1's wait for its first handler beyond a steady round's: Ray and the actor starting, "
         "the ClientApp and "
         "PyTorch imported into the actor), *first calls* (round 1's handler time beyond a steady round's: "
-        "each node's data, the model, PyTorch's first training and evaluation calls) and *other*. "
-        + cli_note
-        + walk_note,
+        "each node's data, the model, PyTorch's first training and evaluation calls) and *other* (for one "
+        "actor only: parallel actors' first calls overlap). " + cli_note + walk_note,
         "",
         _table(STARTUP_HEADER, starts),
     ]
@@ -227,8 +226,9 @@ STARTUP_HEADER = [
 ]
 
 
-def startup_row(label: str, app: str, s: dict[str, Any]) -> list[str]:
-    r1 = s.get("round1") or {}
+def startup_row(label: str, app: str, s: dict[str, Any], split: bool = True) -> list[str]:
+    """A start-up table row; ``split=False`` for parallel actors, whose first calls overlap."""
+    r1 = (s.get("round1") or {}) if split else {}
     return [
         label,
         app,
