@@ -9,7 +9,8 @@ Usage: deploy/local-cluster.sh up|down|status [options]
 
   up       Start a SuperLink and N SuperNodes on 127.0.0.1 (starts only what is
            not already running, so a second `up` restarts crashed processes)
-  down     Stop exactly the processes recorded in DIR/pids and wait for them
+  down     Stop exactly the processes recorded in DIR/pids, with the process
+           group each one leads (its superexec and apps), and wait for them
   status   Show which recorded processes are alive (exit 0 if all are, else 3)
 
 Options (up):
