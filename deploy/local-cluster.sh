@@ -9,7 +9,8 @@ Usage: deploy/local-cluster.sh up|down|status [options]
 
   up       Start a SuperLink and N SuperNodes on 127.0.0.1 (starts only what is
            not already running, so a second `up` restarts crashed processes)
-  down     Stop exactly the processes recorded in DIR/pids and wait for them
+  down     Stop exactly the processes recorded in DIR/pids, with the process
+           group each one leads (its superexec and apps), and wait for them
   status   Show which recorded processes are alive (exit 0 if all are, else 3)
 
 Options (up):
@@ -95,6 +96,10 @@ binary_of() { [[ $1 == superlink ]] && echo flower-superlink || echo flower-supe
 # Flower's daemons start flower-superexec, which starts the apps; each gets
 # --parent-pid and exits once its parent is gone. But a dead parent that is a
 # zombie still "exists" for them, so `down` waits for them and ends stragglers.
+# A SuperNode's superexec and ClientApps stay in the SuperNode's process group
+# (`up` starts each daemon as the leader of its own group), so `down` also ends
+# what is left of that group: a ClientApp started after the listing below, or
+# one orphaned when its SuperNode was killed, retries its SuperNode forever.
 # (The pattern goes through the environment: in awk's arguments it would match awk.)
 children_of() {
     ps -eo pid=,args= | P="--parent-pid $1" awk '{ i = index($0, ENVIRON["P"]) }
@@ -115,6 +120,24 @@ stop_children() {  # PIDs...: wait up to 10 s for each, then SIGTERM
     done
 }
 
+# Live members of process group $1 that are Flower processes (a group ID is not
+# reused while any member lives, so these are ours).
+flower_group_members() {
+    ps -eo pid=,pgid=,stat=,args= | awk -v g="$1" '$2 == g && $3 !~ /^Z/ && /(flower-super|flwr-)/ { print $1 }'
+}
+
+stop_group() {  # PGID: SIGTERM what is left of the group, SIGKILL it after 10 s
+    local pgid=$1 t
+    [[ -n $(flower_group_members "$pgid") ]] || return 0
+    kill -TERM -- "-$pgid" 2>/dev/null || true
+    for ((t = 0; t < 100; t++)); do
+        [[ -n $(flower_group_members "$pgid") ]] || return 0
+        sleep 0.1
+    done
+    echo "process group $pgid ignored SIGTERM for 10 s; sending SIGKILL" >&2
+    kill -KILL -- "-$pgid" 2>/dev/null || true
+}
+
 wait_gone() {
     local pid=$1 binary=$2 secs=$3
     for ((t = 0; t < secs * 10; t++)); do
@@ -132,6 +155,7 @@ stop_one() {
     if ! alive "$pid" "$binary"; then
         echo "$name (pid $pid) is not running"
         stop_children "${children[@]+"${children[@]}"}"
+        stop_group "$pid"
         return 0
     fi
     kill -TERM "$pid" 2>/dev/null || true
@@ -141,6 +165,7 @@ stop_one() {
         wait_gone "$pid" "$binary" 5 || true
     fi
     stop_children "${children[@]+"${children[@]}"}"
+    stop_group "$pid"
     echo "stopped $name (pid $pid)"
 }
 
@@ -192,8 +217,13 @@ start_daemon() {  # name script args...: start detached, record the PID
     local home=$dir/$name
     mkdir -p "$home"
     # Each process gets its own FLWR_HOME: Flower installs the app there per run.
+    # Job control on: the daemon leads its own process group (PGID = its PID), which
+    # its superexec and apps join, so `down` can end them all and a Ctrl-C in the
+    # terminal of `up` does not reach it.
+    set -m
     FLWR_HOME=$home EDGEBLOOM_OUTPUT_ROOT=$output_root \
         nohup "$@" >>"$dir/logs/$name.log" 2>&1 </dev/null &
+    set +m
     keep_pid "$name" $!
     echo "started $name (pid $!, log $dir/logs/$name.log)"
 }

@@ -95,6 +95,17 @@ def _array(value: np.ndarray):  # noqa: ANN202
     return Array(np.asarray(value))
 
 
+#: DP settings of the in-process runs that combine DP with other features (tests/server_app/):
+#: every node sampled (fixed size, rate 1), small noise, weights capped at 1.
+DP_RUN_CONFIG = {
+    "dp-sampling": "fixed-size",
+    "dp-sampling-rate": 1.0,
+    "dp-noise-multiplier": 0.1,
+    "dp-clip-norm": 5.0,
+    "dp-weight-cap": 1.0,
+    "dp-delta": 1e-3,
+}
+
 #: The error reason a synchronous test double gives a message it did not answer.
 NOT_ANSWERED = "no reply (the test grid's node did not answer)"
 

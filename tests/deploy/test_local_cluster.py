@@ -1,242 +1,39 @@
 """Real Flower processes on loopback, driven through deploy/local-cluster.sh.
 
-Each cluster is stopped by ``local-cluster.sh down`` in its fixture's teardown, and
-every PID it recorded (plus every process a test started itself) is checked dead or
-killed afterwards. Assertions read the run's ``metrics.json`` and Flower's own
-``flwr ls`` / ``flwr supernode list`` JSON, not only exit codes.
+Each cluster comes from the ``make_cluster`` fixture (tests/deploy/conftest.py), which
+stops it with ``local-cluster.sh down`` and checks every PID it recorded, every member of
+its daemons' process groups and every process a test started itself dead or killed
+afterwards. Assertions read the run's ``metrics.json`` and Flower's own ``flwr ls`` /
+``flwr supernode list`` JSON, not only exit codes.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.deploy.cluster import (
+    BIN,
+    DEPLOY,
+    FAST,
+    REPO,
+    RUN_TIMEOUT,
+    Cluster,
+    central_accuracy,
+    group_members,
+    logs_of,
+    read_metrics,
+    run_id_of,
+    wait_dead,
+)
+
 pytestmark = pytest.mark.deploy
-
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
-BIN = Path(sys.executable).parent
-# Small and single-threaded so three ClientApps and the ServerApp share two cores.
-FAST = "local-epochs=1 threads-per-client=1"
-RUN_TIMEOUT = 540
-
-
-def ports_free(first: int, count: int) -> bool:
-    for port in range(first, first + count):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def free_port_block(count: int) -> int:
-    for _ in range(200):
-        first = random.randrange(20000, 40000)
-        if ports_free(first, count):
-            return first
-    raise RuntimeError("no free block of loopback ports")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = subprocess.run(
-        ["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True
-    ).stdout.strip()
-    return bool(stat) and not stat.startswith("Z")
-
-
-def wait_dead(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.2)
-    return not pid_alive(pid)
-
-
-def kill_pid(pid: int) -> None:
-    """SIGTERM, then SIGKILL: for processes the scripts or a test started."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not pid_alive(pid):
-            return
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        wait_dead(pid, 15)
-
-
-def flower_children(parents: Iterable[int]) -> list[int]:
-    """Processes Flower started with ``--parent-pid`` of one of ``parents`` (SuperExec, apps)."""
-    table = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    found, frontier = [], {str(p) for p in parents}
-    while frontier:
-        layer = [
-            int(pid)
-            for pid, args in (line.strip().split(" ", 1) for line in table.splitlines() if line.strip())
-            if (m := re.search(r"--parent-pid (\d+)", args)) and m.group(1) in frontier
-        ]
-        found += layer
-        frontier = {str(p) for p in layer}
-    return found
-
-
-def processes_mentioning(*needles: str) -> list[int]:
-    """Live processes (not ``ps`` itself) whose command line contains one of ``needles``."""
-    table = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
-    found = []
-    for line in table.splitlines():
-        pid, stat, args = line.strip().split(None, 2)
-        if not stat.startswith("Z") and int(pid) != os.getpid() and any(n in args for n in needles):
-            found.append(int(pid))
-    return found
-
-
-@dataclass
-class Cluster:
-    dir: Path
-    port: int
-    env: dict[str, str]
-    started: list[subprocess.Popen] = field(default_factory=list)
-
-    def script(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(DEPLOY / "local-cluster.sh"), *args, "--dir", str(self.dir)],
-            env=self.env,
-            cwd=self.dir,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def pids(self) -> dict[str, int]:
-        path = self.dir / "pids"
-        if not path.exists():
-            return {}
-        return {
-            name: int(pid) for name, pid in (line.split() for line in path.read_text().splitlines() if line)
-        }
-
-    def flwr(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / "flwr"), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=REPO,
-        )
-
-    def flwr_json(self, *args: str) -> dict:
-        proc = self.flwr(*args, "local-cluster", "--format", "json")
-        return json.loads(proc.stdout[proc.stdout.index("{") :])
-
-    def node_id(self, name: str) -> int:
-        match = re.search(r"SuperNode ID: (\d+)", (self.dir / "logs" / f"{name}.log").read_text())
-        assert match, f"{name} never got a node ID"
-        return int(match.group(1))
-
-    def popen(self, cmd: list[str], log: Path) -> subprocess.Popen:
-        """Start a process owned by this test; teardown kills it by PID."""
-        proc = subprocess.Popen(
-            cmd, env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=self.dir
-        )
-        self.started.append(proc)
-        return proc
-
-    def run_app(self, out: Path, overrides: str) -> tuple[subprocess.CompletedProcess[str], dict]:
-        proc = self.flwr(
-            "run",
-            str(REPO),
-            "local-cluster",
-            "--stream",
-            "--run-config",
-            f"output-dir='{out}' {FAST} {overrides}",
-            timeout=RUN_TIMEOUT,
-        )
-        return proc, read_metrics(out, proc)
-
-
-def read_metrics(out: Path, proc: subprocess.CompletedProcess[str] | None = None) -> dict:
-    files = sorted(out.glob("*/metrics.json"))
-    log = f"\n{proc.stdout}\n{proc.stderr}" if proc else ""
-    assert len(files) == 1, f"expected one metrics.json under {out}{log}"
-    metrics = json.loads(files[0].read_text())
-    assert metrics["status"] == "completed", log
-    return metrics
-
-
-def run_id_of(proc: subprocess.CompletedProcess[str]) -> int:
-    match = re.search(r"Successfully started run (\d+)", proc.stdout + proc.stderr)
-    assert match, proc.stdout + proc.stderr
-    return int(match.group(1))
-
-
-def central_accuracy(metrics: dict) -> dict[int, float]:
-    return {r["round"]: r["central_accuracy"] for r in metrics["rounds"]}
-
-
-@pytest.fixture(scope="module")
-def make_cluster(tmp_path_factory: pytest.TempPathFactory, tool_env) -> Iterator[Callable[..., Cluster]]:
-    """``make_cluster(*up_flags, nodes=N)``: a cluster that is always stopped afterwards."""
-    clusters: list[Cluster] = []
-
-    def make(*flags: str, nodes: int) -> Cluster:
-        root = tmp_path_factory.mktemp("cluster")
-        port = free_port_block(nodes + 12)
-        cluster = Cluster(
-            root, port, tool_env(FLWR_HOME=str(root / "flwr-home"), EDGEBLOOM_OUTPUT_ROOT=str(root))
-        )
-        clusters.append(cluster)
-        up = cluster.script("up", "--nodes", str(nodes), "--port", str(port), *flags)
-        assert up.returncode == 0, up.stdout + up.stderr + logs_of(cluster)
-        return cluster
-
-    try:
-        yield make
-    finally:
-        survivors = []
-        for cluster in clusters:
-            recorded = list(cluster.pids().values())  # read before `down` removes the file
-            children = flower_children(recorded)
-            for proc in cluster.started:
-                kill_pid(proc.pid)
-                proc.wait(timeout=30)
-            try:
-                down = cluster.script("down", timeout=240)
-                print(down.stdout, down.stderr)
-            finally:
-                # Anything still naming this cluster's directory or ports escaped the pids file.
-                strays = processes_mentioning(str(cluster.dir), f"127.0.0.1:{cluster.port}")
-                leftovers = [*recorded, *children, *flower_children(recorded), *strays]
-                survivors += strays
-                for pid in leftovers:
-                    kill_pid(pid)  # no-op unless `down` failed
-                survivors += [pid for pid in leftovers if pid_alive(pid)]
-        assert not survivors
-
-
-def logs_of(cluster: Cluster) -> str:
-    return "".join(
-        f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((cluster.dir / "logs").glob("*.log"))
-    )
 
 
 # ------------------------------------------------------------------ insecure
@@ -305,6 +102,43 @@ def test_killed_supernode_does_not_stall_the_run(insecure_cluster: Cluster) -> N
     assert elapsed < 400
     status = cluster.script("status")
     assert status.returncode == 3 and re.search(r"node-2 .* stopped", status.stdout)
+
+
+# ------------------------------------------------------------ down after a crash
+def test_down_ends_a_clientapp_its_killed_supernode_left_behind(make_cluster) -> None:  # noqa: ANN001
+    # Prepare: a real ClientApp in the SuperNode's process group, where its superexec starts
+    # them, whose Runtime API is gone. Flower's HTTP retry has no limit, and one that was
+    # starting up as its SuperNode died has no parent left to watch: it retries forever.
+    cluster = make_cluster(nodes=1)
+    node = cluster.pids()["node-0"]
+    log = cluster.dir / "stranded-clientapp.log"
+    stranded = subprocess.Popen(
+        [
+            str(BIN / "flwr-clientapp"),
+            "--runtime-api-address",
+            f"127.0.0.1:{cluster.port + 12}",  # in the cluster's free port block, never bound
+            "--token",
+            "stranded",
+            "--insecure",
+        ],
+        env=cluster.env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        process_group=node,
+    )
+    cluster.started.append(stranded)  # stopped by the fixture if this test fails
+    os.kill(node, signal.SIGKILL)
+    time.sleep(5)
+    assert stranded.poll() is None, log.read_text()
+
+    # Execute
+    down = cluster.script("down")
+
+    # Assert: `down` ended the node's whole process group, the stranded ClientApp with it.
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert f"node-0 (pid {node}) is not running" in down.stdout
+    stranded.wait(timeout=5)  # raises TimeoutExpired if `down` left it running
+    assert not group_members([node])
 
 
 # ------------------------------------------------------------- TLS + node auth

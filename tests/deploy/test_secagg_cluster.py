@@ -1,7 +1,7 @@
 """SecAgg+ on the local deployment: a real SuperLink over TLS and SuperNodes with their own files.
 
 The cluster comes from ``deploy/local-cluster.sh`` (the ``make_cluster`` fixture of
-``test_local_cluster``, which stops it and checks every PID dead afterwards). Every
+tests/deploy/conftest.py, which stops it and checks every PID dead afterwards). Every
 stage of the protocol crosses the SuperLink as ordinary messages between separate
 processes, each node with its own key pairs in its own ClientApp process; assertions
 read the run's metrics.json.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.deploy.test_local_cluster import Cluster, central_accuracy, make_cluster, run_id_of  # noqa: F401
+from tests.deploy.cluster import Cluster, central_accuracy, run_id_of
 
 pytestmark = pytest.mark.deploy
 
@@ -22,7 +22,7 @@ NODES = 3
 ROUNDS = 1
 
 
-def test_secagg_run_completes_over_tls_with_every_node_surviving(make_cluster) -> None:  # noqa: ANN001, F811
+def test_secagg_run_completes_over_tls_with_every_node_surviving(make_cluster) -> None:  # noqa: ANN001
     # Prepare: three nodes over TLS; each node shares its secrets with its ring neighbourhood
     # of 3 (itself and one on each side: all of them), 2 shares rebuild one.
     cluster: Cluster = make_cluster("--tls", nodes=NODES)

@@ -21,7 +21,7 @@ from safetensors.numpy import load_file
 
 from server_app.app import main, prepare
 from tasks.config import AppConfig, ConfigError
-from tests.conftest import AppGrid
+from tests.conftest import DP_RUN_CONFIG, AppGrid
 
 #: Two-round runs of a MobileNet on four clients: about ten seconds each on 2 cores.
 pytestmark = pytest.mark.slow
@@ -40,14 +40,6 @@ SETTINGS = {
     "min-train-nodes": NUM_CLIENTS,
     "robust-num-byzantine": 0,
 }
-DP = {
-    "dp-sampling": "fixed-size",
-    "dp-sampling-rate": 1.0,
-    "dp-noise-multiplier": 0.1,
-    "dp-clip-norm": 5.0,
-    "dp-weight-cap": 1.0,
-    "dp-delta": 1e-3,
-}
 #: SecAgg+ among the four clients: neighbourhoods of 3, two shares rebuild a secret.
 SECAGG = {"secure-aggregation": "secagg+", "secagg-num-shares": 3, "secagg-reconstruction-threshold": 2}
 SUPPORTED = {
@@ -60,22 +52,22 @@ SUPPORTED = {
         "dp-clipping": "client",
         "compression": "topk",
         "topk-fraction": 0.1,
-        **DP,
+        **DP_RUN_CONFIG,
     },
-    "dpfedprox-int8": {"strategy": "dp-fedprox", "proximal-mu": 0.01, "compression": "int8", **DP},
+    "dpfedprox-int8": {"strategy": "dp-fedprox", "proximal-mu": 0.01, "compression": "int8", **DP_RUN_CONFIG},
     "fedavg-secagg": {"strategy": "fedavg", **SECAGG},
     "fedadam-secagg": {"strategy": "fedadam", **SECAGG},
     "dpfedavg-client-clipping-secagg": {
         "strategy": "dp-fedavg",
         "dp-clipping": "client",
-        **DP,
+        **DP_RUN_CONFIG,
         **SECAGG,
         "secagg-max-weight": 1,  # = dp-weight-cap
     },
 }
 REFUSED = {
     "fedbuff-compression": ({"strategy": "fedbuff", "compression": "int8"}, "compression"),
-    "dp-stragglers": ({"strategy": "dp-fedavg", "straggler-fraction": 0.5, **DP}, "straggler"),
+    "dp-stragglers": ({"strategy": "dp-fedavg", "straggler-fraction": 0.5, **DP_RUN_CONFIG}, "straggler"),
     "dp-uniform-poisson": ({"strategy": "dp-fedavg", "dp-estimator": "uniform"}, "uniform"),
     "secagg-median": ({"strategy": "median", **SECAGG}, "secure aggregation hides"),
     "secagg-int8": ({"strategy": "fedavg", "compression": "int8", **SECAGG}, "secure-aggregation"),

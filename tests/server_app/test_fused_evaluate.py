@@ -21,7 +21,7 @@ from strategies.core.registry import build_strategy
 from tasks import wire
 from tasks.config import AppConfig, ConfigError
 from tasks.train import get_weights
-from tests.conftest import AppGrid
+from tests.conftest import DP_RUN_CONFIG, AppGrid
 
 NODES = 4
 BASE: dict[str, Any] = {
@@ -34,14 +34,6 @@ BASE: dict[str, Any] = {
     "threads-per-client": 1,
     "central-eval": False,
     "robust-num-byzantine": 0,
-}
-DP = {
-    "dp-sampling": "fixed-size",
-    "dp-sampling-rate": 1.0,
-    "dp-noise-multiplier": 0.1,
-    "dp-clip-norm": 5.0,
-    "dp-weight-cap": 1.0,
-    "dp-delta": 1e-3,
 }
 
 
@@ -134,9 +126,9 @@ COMBINATIONS = {
         "dp-clipping": "client",
         "compression": "topk",
         "topk-fraction": 0.1,
-        **DP,
+        **DP_RUN_CONFIG,
     },
-    "dpfedprox-int8": {"strategy": "dp-fedprox", "proximal-mu": 0.01, "compression": "int8", **DP},
+    "dpfedprox-int8": {"strategy": "dp-fedprox", "proximal-mu": 0.01, "compression": "int8", **DP_RUN_CONFIG},
 }
 
 
