@@ -557,17 +557,39 @@ before and after of a change are two rows of one run. What was ours, and changed
    in-project `.venv` on this machine under load, 0.2 s without it. README recommends the
    environment outside the project (or `.venv` as a symlink to it: the walk does not follow
    symlinked directories); the benchmark runs the app that way and times the walk separately.
-4. Measured and left: the ClientApp's own per-message work (handlers minus plain PyTorch) is
-   within the noise; the per-round checkpoint (atomic write + fsync of the model) and
-   metrics.json are the *checkpoint* and *rest* columns; plots are drawn once, at the end; the
-   ClientApp's imports load no optional library (Opacus, dp-accounting, matplotlib, safetensors
-   stay lazy; `python -X importtime -c "import client_app.app"`: torch and flwr are all but
-   ~0.3 s of it). The ServerApp imports SciPy's BLAS for aggregation (about 0.5–0.8 s); making
-   it lazy would move it into round 1, not remove it.
+4. **Imports on a worker's first message.** Each Ray actor loads the ClientApp and the node's
+   data when its first message arrives, on the critical path of round 1. Partitioning
+   imported flwr-datasets even for `iid` (which never used it), and flwr-datasets' package
+   import pulls in its plotting stack (seaborn, scipy.stats) and Hugging Face `datasets`:
+   about 2 s per actor. It is imported now only for the label-skewed partitioners
+   (`tasks/partition.py`; a test checks which libraries a first message loads). The start-up
+   table's *first calls* column is what is left: each node's data, the model, and PyTorch's
+   own first calls (the first `torch.optim.SGD` imports `torch._dynamo`, about 1 s, as it does
+   in plain PyTorch).
+5. Measured and left: the ClientApp's own per-message work (*handlers − plain*) is within
+   the noise, a few ms per round (in one process, without Ray, the handlers and mods add
+   about 1 ms per message to `tasks.train`); the per-round checkpoint (atomic write + fsync
+   of the model) and metrics.json are the *checkpoint* and *rest* columns; plots are drawn
+   once, at the end; the ClientApp's imports load no optional library (Opacus,
+   dp-accounting, matplotlib, safetensors, flwr-datasets stay lazy). The ServerApp is ready
+   (*ServerApp ready*) once it has imported PyTorch and the app (its own work before round 1
+   is about 0.07 s).
 
-Flower's settings used: one actor with all cores (`client-resources-num-cpus` = cores: the
-benchmark compares against one plain process); Ray's dashboard is already off
-(`raybackend.py:110`). What would need an upstream change (flwr 1.41):
+What remains at one worker is Flower's engine, and the breakdown measures its parts: the
+*first wait* (the message extractor's 0.1 s sleep between walks, so 0–0.1 s per stage,
+plus the first Ray submission), *between handlers* (returning one reply through Ray and the
+worker thread and submitting the next message, which pickles the model into it: a few ms
+for the digits CNN, 10–20 ms for the 6.35 MiB MNIST CNN) and the *last return*. Where a
+client's work is a few tens of ms (digits, 10 clients, E=5: about 44 ms of training each),
+these alone exceed a fifth of the round, so a one-worker ratio of 1.2 is out of reach
+without changing Flower.
+
+Flower's settings used: one actor with all cores in the like-for-like rows
+(`client-resources-num-cpus` = cores, against one plain process with one thread); one actor
+per core in the `one actor per core` rows (`client-resources-num-cpus=1`, README's
+recommendation, against plain PyTorch with every core as torch threads), where the engine's
+per-message work of one actor overlaps another actor's training; Ray's dashboard is already
+off (`raybackend.py:110`). What would need an upstream change (flwr 1.41):
 
 - the simulation's message extractor walks every virtual node and then waits 0.1 s
   (`flwr/server/superlink/fleet/vce/vce_api.py:176-180`, not configurable): a message waits up
