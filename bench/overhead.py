@@ -222,6 +222,8 @@ def run_one(
         params=reference["params"],
         wall_s=sim.wall_s,
         breakdown=breakdown.of_run(sim.metrics["rounds"], plain_steady),
+        cpu=sim.steady_cpu(cfg["rounds"]),
+        plain_cpu_s=steady_seconds(reference["cpu_seconds"]),
     )
     result["startup"]["round1"] = breakdown.first_round(sim.metrics["rounds"], result["breakdown"])
     if cfg.get("fused"):
@@ -244,6 +246,7 @@ def run_one(
         result["parallel"] = {
             **run_compare(flower, cfg, dataset, work / "runs" / f"{name}-parallel", 1, wide_steady, app),
             "plain_steady_s": wide_steady,
+            "plain_cpu_s": steady_seconds(wide["cpu_seconds"]),
             "plain_threads": wide["torch_threads"],
             "actors": cores,
         }
@@ -301,6 +304,7 @@ def run_compare(
         },
         "peak_memory": sim.peak_memory,
         "breakdown": split,
+        "cpu": sim.steady_cpu(cfg["rounds"]),
     }
 
 

@@ -47,9 +47,9 @@ def run_plain(run_config: dict[str, Any], num_nodes: int, rounds: int, threads: 
 
     setup = time.perf_counter() - start
     nodes = list(range(num_nodes))
-    seconds, train_seconds, losses, accuracies = [], [], [], []
+    seconds, train_seconds, cpu_seconds, losses, accuracies = [], [], [], [], []
     for rnd in range(1, rounds + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         k = sample_size(num_nodes, cfg.fraction_train, cfg.min_train_nodes)
         updates, weights = [], []
         for pid in sample_ids(nodes, k, round_rng(cfg.seed, rnd, TRAIN)):
@@ -84,8 +84,10 @@ def run_plain(run_config: dict[str, Any], num_nodes: int, rounds: int, threads: 
             losses.append(loss_sum / count)
             accuracies.append(acc_sum / count)
         seconds.append(time.perf_counter() - t0)
+        cpu_seconds.append(time.process_time() - c0)
     return {
         "round_seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "train_seconds": train_seconds,
         "setup_seconds": setup,
         "federated_loss": losses,

@@ -47,7 +47,7 @@ def _label(c: dict[str, Any]) -> str:
 
 def overhead(results: dict[str, Any]) -> str:
     o = results["overhead"]
-    rows, starts, baselines, breakdowns = [], [], [], []
+    rows, starts, baselines, breakdowns, cpus = [], [], [], [], []
     for c in o["configs"]:
         label = _label(c)
         if "error" in c:
@@ -82,6 +82,8 @@ def overhead(results: dict[str, Any]) -> str:
             # handlers' sum) is for one worker only.
             if r.get("breakdown") and r is not wide:
                 breakdowns.append(breakdown_row(label, app, r["breakdown"]))
+            if r.get("cpu"):
+                cpus.append(cpu_row(label, app, r, r.get("plain_cpu_s", c.get("plain_cpu_s"))))
         if c.get("baseline") or c.get("before"):
             baselines.append(
                 [
@@ -207,7 +209,49 @@ def overhead(results: dict[str, Any]) -> str:
         ]
     if breakdowns:
         parts += ["", "### Overhead breakdown", "", BREAKDOWN_NOTE, "", _table(BREAKDOWN_HEADER, breakdowns)]
+    if cpus:
+        parts += ["", "### CPU time per steady round", "", CPU_NOTE, "", _table(CPU_HEADER, cpus)]
     return "\n".join(parts)
+
+
+CPU_HEADER = [
+    "config",
+    "app",
+    "round s",
+    "plain PyTorch CPU s",
+    "actors CPU s",
+    "simulation process CPU s",
+    "Ray daemons CPU s",
+    "SuperLink + SuperExec CPU s",
+    "benchmark's sampler CPU s",
+    "total CPU s",
+    "cores busy",
+]
+
+CPU_NOTE = (
+    "Where the cores went during the steady rounds: CPU seconds (user + system) per round of every "
+    "process under the SuperLink, by kind, from `/proc` four times a second (`bench/sim.py`), over the "
+    "window from the end of round 1 to the end of the last round; *plain PyTorch CPU s*: the reference "
+    "process's CPU time per steady round; *actors*: the Ray actors running the ClientApps; *simulation "
+    "process*: the ServerApp and Flower's engine threads (message extractor, workers submitting to Ray, "
+    "the Grid); *Ray daemons*: raylet, GCS and Ray's other processes; *benchmark's sampler*: this "
+    "benchmark's own monitoring thread; *cores busy*: total CPU per round over the round's wall time. "
+    "What the engine burns beside the actors competes with training for the same cores."
+)
+
+
+def cpu_row(label: str, app: str, r: dict[str, Any], plain_cpu: float | None) -> list[str]:
+    cpu = r["cpu"]
+    round_s = r["sim_steady_s"]
+    return [
+        label,
+        app,
+        _f(round_s),
+        _f(plain_cpu),
+        *(_f(cpu.get(k), ".2f") for k in ("actor", "simulation", "ray", "superlink", "monitor")),
+        f"**{_f(cpu['total'])}**",
+        _f(cpu["total"] / round_s if round_s else None),
+    ]
 
 
 #: The label of the runs with one actor per core (``parallel`` configs).

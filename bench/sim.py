@@ -2,13 +2,17 @@
 
 ``run_app`` calls ``flwr run <app> local --stream`` against a :class:`LocalFlower`,
 stamps every streamed log line with the seconds since the command started (start-up
-milestones), and samples the memory of every process under the SuperLink once a second
-(the SuperLink, SuperExec, the simulation process, Ray and its actors).
+milestones), samples the memory of every process under the SuperLink once a second
+(the SuperLink, SuperExec, the simulation process, Ray and its actors), and their CPU
+time four times a second, summed per kind of process (:func:`process_kind`), so that
+:func:`cpu_per_round` can say which processes kept the cores busy during the steady
+rounds. The sampler's own CPU time is counted too (``monitor``): it shares the cores.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -51,6 +55,90 @@ def _tree(root: int) -> list[int]:
     return out
 
 
+#: Kinds of process under the SuperLink, for CPU time (:func:`process_kind`).
+KINDS = ("actor", "simulation", "ray", "superlink")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_kind(comm: str, cmdline: str) -> str:
+    """The kind of a process under the SuperLink, from its name and command line.
+
+    ``actor`` (a Ray actor running ClientApps), ``simulation`` (the simulation process:
+    ServerApp, message extractor, Grid), ``ray`` (Ray's daemons and idle workers) or
+    ``superlink`` (SuperLink, SuperExec and anything else).
+    """
+    if comm.startswith("ray::ClientApp"):
+        return "actor"
+    if "flwr-simulation" in cmdline:
+        return "simulation"
+    if comm.startswith("ray::") or comm in ("raylet", "gcs_server") or "/ray/" in cmdline:
+        return "ray"
+    return "superlink"
+
+
+def _cpu_seconds(pid: int) -> tuple[str, float] | None:
+    """(kind, user + system CPU seconds) of one process, or ``None`` if it is gone."""
+    base = Path("/proc") / str(pid)
+    try:
+        stat = (base / "stat").read_text()
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        cmdline = (base / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError):
+        return None
+    # utime and stime are fields 14 and 15 of /proc/PID/stat (12 and 13 after the comm).
+    return process_kind(comm, cmdline), (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class CpuMeter:
+    """CPU seconds used so far per kind of process under ``root`` (exited ones keep their last count)."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.last: dict[int, tuple[str, float]] = {}
+
+    def sample(self) -> dict[str, float]:
+        for pid in _tree(self.root):
+            got = _cpu_seconds(pid)
+            if got is not None:
+                self.last[pid] = got
+        totals = dict.fromkeys(KINDS, 0.0)
+        for kind, seconds in self.last.values():
+            totals[kind] += seconds
+        return totals
+
+
+def cpu_per_round(
+    samples: list[tuple[float, dict[str, float]]], begin: float, end: float, rounds: int
+) -> dict[str, float] | None:
+    """CPU seconds per round of each kind of process between two moments, or ``None``.
+
+    Parameters
+    ----------
+    samples : list of (seconds since start, CPU seconds per kind)
+        :attr:`SimRun.cpu_samples`.
+    begin, end : float
+        The window, e.g. the end of round 1 and the end of the last round (log stamps).
+    rounds : int
+        Rounds that ran in the window.
+
+    Returns
+    -------
+    dict or None
+        Per kind (and ``total``), the CPU seconds used from the first sample at or after
+        ``begin`` to the last at or before ``end``, scaled from that span to the window and
+        divided by ``rounds``; ``None`` if fewer than two samples fall in the window.
+    """
+    inside = [(t, c) for t, c in samples if begin <= t <= end]
+    if len(inside) < 2 or rounds < 1 or inside[-1][0] <= inside[0][0]:
+        return None
+    (t0, c0), (t1, c1) = inside[0], inside[-1]
+    scale = (end - begin) / (t1 - t0) / rounds
+    out = {k: (c1[k] - c0[k]) * scale for k in c1}
+    out["total"] = sum(out[k] for k in c1)
+    return out
+
+
 def _memory_kib(pid: int) -> tuple[int, int]:
     """(RSS, PSS) of one process in KiB; (0, 0) if it is gone."""
     rss = pss = 0
@@ -88,6 +176,15 @@ class SimRun:
     run_dir: Path | None = None
     metrics: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: (seconds since start, CPU seconds per kind of process, plus ``monitor``: the sampler's own).
+    cpu_samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+
+    def steady_cpu(self, rounds: int) -> dict[str, float] | None:
+        """CPU seconds per steady round (rounds 2..``rounds``) of each kind of process."""
+        begin, end = self.first("[round 1/"), self.first(f"[round {rounds}/")
+        if begin is None or end is None or rounds < 2:
+            return None
+        return cpu_per_round(self.cpu_samples, begin, end, rounds - 1)
 
     def first(self, marker: str) -> float | None:
         """Seconds after start of the first line containing ``marker``."""
@@ -126,17 +223,23 @@ def run_app(
     reader.start()
     peak = {"rss_mib": 0.0, "pss_mib": 0.0, "processes": 0}
     last = peak
+    meter, cpu_samples, ticks = CpuMeter(flower.pid), [], 0
     while reader.is_alive():
         if time.monotonic() - start > timeout:
             proc.kill()
             break
-        last = tree_memory(flower.pid)
-        if last["rss_mib"] > peak["rss_mib"]:
-            peak = last
-        reader.join(timeout=1.0)
+        # Memory (smaps_rollup walks each process's page tables) once a second, CPU
+        # time (one /proc read per process) four times a second.
+        if ticks % 4 == 0:
+            last = tree_memory(flower.pid)
+            if last["rss_mib"] > peak["rss_mib"]:
+                peak = last
+        ticks += 1
+        cpu_samples.append((time.monotonic() - start, {**meter.sample(), "monitor": time.thread_time()}))
+        reader.join(timeout=0.25)
     proc.wait()
     reader.join(timeout=5)
-    result = SimRun(proc.returncode, time.monotonic() - start, lines, peak, last)
+    result = SimRun(proc.returncode, time.monotonic() - start, lines, peak, last, cpu_samples=cpu_samples)
     if outputs is not None:
         dirs = sorted(p.parent for p in outputs.glob("*/metrics.json"))
         if dirs:

@@ -92,6 +92,11 @@ def test_overhead_breaks_each_round_down_and_runs_fused_evaluate(quick: tuple[di
         assert r1["extra_s"] == pytest.approx(c["startup"]["first_round_extra_s"])
         assert r1["worker_start_s"] > 0 and r1["first_calls_s"] > 0
         assert r1["worker_start_s"] + r1["first_calls_s"] < r1["extra_s"] + 0.5
+        # Where the cores went in the steady rounds: the actor trained, the simulation
+        # process ran the ServerApp and the engine, and the plain reference used its own CPU.
+        cpu = c["cpu"]
+        assert cpu["actor"] > 0 and cpu["simulation"] > 0 and _positive(c["plain_cpu_s"])
+        assert cpu["total"] == pytest.approx(sum(v for k, v in cpu.items() if k != "total"))
         # One actor per core, against plain PyTorch with as many torch threads.
         cores = results["machine"]["cores"]
         if cores == 1:  # nothing to run in parallel
