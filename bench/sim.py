@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -181,7 +182,8 @@ class SimRun:
 
     def steady_cpu(self, rounds: int) -> dict[str, float] | None:
         """CPU seconds per steady round (rounds 2..``rounds``) of each kind of process."""
-        begin, end = self.first("[round 1/"), self.first(f"[round {rounds}/")
+        # The app pads the round number to the width of the last one: "[round  1/12]".
+        begin, end = self.first_match(r"\[round\s+1/"), self.first_match(rf"\[round\s+{rounds}/")
         if begin is None or end is None or rounds < 2:
             return None
         return cpu_per_round(self.cpu_samples, begin, end, rounds - 1)
@@ -189,6 +191,11 @@ class SimRun:
     def first(self, marker: str) -> float | None:
         """Seconds after start of the first line containing ``marker``."""
         return next((t for t, line in self.lines if marker in line), None)
+
+    def first_match(self, pattern: str) -> float | None:
+        """Seconds after start of the first line matching the regular expression ``pattern``."""
+        compiled = re.compile(pattern)
+        return next((t for t, line in self.lines if compiled.search(line)), None)
 
     def text(self) -> str:
         return "\n".join(line for _, line in self.lines)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from bench.sim import CpuMeter, cpu_per_round, process_kind
+from bench.sim import CpuMeter, SimRun, cpu_per_round, process_kind
 
 
 def test_processes_are_told_apart_by_name_and_command_line() -> None:
@@ -45,3 +45,18 @@ def test_the_meter_counts_this_process_and_keeps_what_it_saw() -> None:
     # pytest itself is neither an actor, the simulation nor Ray: "superlink" (everything else).
     assert second["superlink"] > first["superlink"] >= 0
     assert second["actor"] == second["simulation"] == second["ray"] == 0.0
+
+
+def test_the_steady_window_runs_from_round_one_to_the_last_round_whatever_the_padding() -> None:
+    lines = [
+        (5.0, "INFO :      [round  0/12] initial model"),
+        (13.0, "INFO :      [round  1/12] clients 10 sampled"),
+        (14.0, "INFO :      [round 11/12] clients 10 sampled"),
+        (24.0, "INFO :      [round 12/12] clients 10 sampled"),
+    ]
+    samples = [(t, {"actor": t, "simulation": 0.0}) for t in (13.0, 18.0, 24.0)]
+    run = SimRun(0, 25.0, lines, {}, {}, cpu_samples=samples)
+
+    # 13 → 24 s: 11 rounds, 11 actor CPU seconds.
+    steady = run.steady_cpu(12)
+    assert steady is not None and steady["actor"] == pytest.approx(1.0)
