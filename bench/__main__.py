@@ -54,13 +54,24 @@ def complete(results: dict[str, Any], out: Path) -> None:
     merge_optional(results, out)
 
 
+def versions(m: dict[str, Any]) -> str:
+    """The library versions of a machine record, as BENCHMARKS.md prints them."""
+    return f"flwr {m['flwr']}, torch {m['torch']}, numpy {m['numpy']}, ray {m['ray']}, Python {m['python']}"
+
+
 def updated(published: dict[str, Any], fresh: dict[str, Any], sections: list[str]) -> dict[str, Any]:
     """``published`` with ``sections`` replaced by those of ``fresh``, each stamped with its own run.
 
     A section's figures are ratios taken within that section's run, so a section can be
     re-measured alone; the stamp (when, which CPU) is printed above it in BENCHMARKS.md.
     """
-    stamp = {"started": fresh["started"], "cpu": fresh["machine"]["cpu"], "cores": fresh["machine"]["cores"]}
+    m = fresh["machine"]
+    stamp = {
+        "started": fresh["started"],
+        "cpu": m["cpu"],
+        "cores": m["cores"],
+        "versions": versions(m),
+    }
     for name in sections:
         if name in fresh:
             published[name] = {**fresh[name], "measured_separately": stamp}

@@ -38,7 +38,11 @@ def machine(results: dict[str, Any]) -> str:
         ["load average (1/5/15 min)", f"start {'/'.join(str(x) for x in m['load_average'])}; {loads}"],
         ["run", f"{results['started']}, {results['mode']} mode, {results['total_seconds'] / 60:.0f} min"],
     ]
-    return _table(["", ""], rows)
+    return _table(["", ""], rows) + (
+        "\n\nThis table is the last full run's. A section re-measured alone since "
+        "(`--only ... --update`, or `python -m bench.engine`) says above its tables when, on which CPU "
+        "and, where recorded, with which library versions."
+    )
 
 
 def _label(c: dict[str, Any]) -> str:
@@ -628,6 +632,17 @@ client's work is a few tens of ms (digits, 10 clients, E=5: about 44 ms of train
 these alone exceed a fifth of the round, so a one-worker ratio of 1.2 is out of reach
 without changing Flower.
 
+The CPU table ("CPU time per steady round") tells waiting from work. In a one-actor digits
+round the machine is busy about one core on average: the actor's CPU is within 0.05 s of
+plain PyTorch's and the engine's own processes use under 0.1 CPU s, so the engine's share
+of that round is latency (the extractor's sleep, one Ray round trip per message), not
+work. In a one-actor MNIST round the simulation process uses 0.3–0.45 CPU s per round on
+the other core (the 6.35 MiB model pickled into every message, every reply stored) and
+the actor 0.03–0.15 s more than plain PyTorch (unpickling each message and pickling each
+reply inside the actor). With one actor per core those costs overlap with another
+client's training, which is why those rows come within 1.1 of plain PyTorch given the
+same cores.
+
 Flower's settings used: one actor with all cores in the like-for-like rows
 (`client-resources-num-cpus` = cores, against one plain process with one thread); one actor
 per core in the `one actor per core` rows (`client-resources-num-cpus=1`, README's
@@ -662,7 +677,8 @@ def engine(result: dict[str, Any]) -> str:
     compare = result.get("compare_app", "DIR")
     head = (
         f"*Run separately (`python -m bench.engine --compare-app {compare}`), started {result['started']} "
-        f"on {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; load average (1/5/15 min) at the "
+        f"on {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores (flwr {machine.get('flwr', '?')}, "
+        f"torch {machine.get('torch', '?')}); load average (1/5/15 min) at the "
         f"start and after each config: {loads}. Rows are comparable with each other only; a load far above "
         "the core count slows every row and inflates start-up most.*"
     )
@@ -753,9 +769,10 @@ def stamp(section: Any) -> str:
     if not isinstance(section, dict) or "measured_separately" not in section:
         return ""
     s = section["measured_separately"]
+    with_versions = f" ({s['versions']})" if s.get("versions") else ""
     return (
         f"*Re-measured separately (`python -m bench --only ... --update`), started {s['started']} on "
-        f"{s['cpu']}, {s['cores']} cores; its ratios are taken within that run.*\n\n"
+        f"{s['cpu']}, {s['cores']} cores{with_versions}; its ratios are taken within that run.*\n\n"
     )
 
 
