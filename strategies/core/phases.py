@@ -25,6 +25,7 @@ the clocks' offset.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, MutableMapping
 
@@ -49,6 +50,11 @@ def now() -> float:
     return time.perf_counter()
 
 
+def _valid_seconds(value: object) -> bool:
+    """A reply's reported seconds: a finite number >= 0 (a client may send anything)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < math.inf
+
+
 def wall() -> float:
     """Wall-clock seconds, the clock of a message's ``created_at`` (for :func:`handler_span`)."""
     return time.time()
@@ -66,7 +72,7 @@ def handler_span(replies: Iterable[Message]) -> tuple[float, float] | None:
             continue
         metrics = msg.content.metric_records.get(wire.METRICS)
         seconds = None if metrics is None else metrics.get(wire.HANDLER_SECONDS)
-        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not seconds >= 0:
+        if not _valid_seconds(seconds):
             continue
         end = float(msg.metadata.created_at)
         starts.append(end - float(seconds))
@@ -82,11 +88,17 @@ def reply_seconds(replies: Iterable[Message], key: str) -> float:
             continue
         metrics = msg.content.metric_records.get(wire.METRICS)
         value = None if metrics is None else metrics.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        if _valid_seconds(value):
             total += float(value)
     return total
 
 
 def add(phases: MutableMapping[str, float], name: str, seconds: float) -> None:
-    """Add ``seconds`` to phase ``name`` (a phase may be measured in several batches)."""
-    phases[name] = phases.get(name, 0.0) + seconds
+    """Add ``seconds`` to phase ``name`` (a phase may be measured in several batches).
+
+    A sum that is not finite (replies reporting absurd times) is not recorded: phases are
+    a report, and metrics.json holds finite numbers only.
+    """
+    total = phases.get(name, 0.0) + seconds
+    if math.isfinite(total):
+        phases[name] = total

@@ -42,6 +42,23 @@ def test_handler_span_runs_from_the_first_handler_start_to_the_last_reply() -> N
     assert phases.handler_span(replies[2:]) is None
 
 
+def test_replies_reporting_infinite_or_overflowing_times_leave_the_phases_finite() -> None:
+    # Timings come from clients and are checked before validation: an absurd one must not
+    # put a non-finite number into metrics.json (which holds finite numbers only).
+    huge = make_reply(1, {"w": np.zeros(1)}, {wire.HANDLER_SECONDS: 1e308, wire.NUM_EXAMPLES: 1})
+    infinite = make_reply(2, {"w": np.zeros(1)}, {wire.HANDLER_SECONDS: float("inf"), wire.NUM_EXAMPLES: 1})
+    fine = make_reply(3, {"w": np.zeros(1)}, {wire.HANDLER_SECONDS: 0.5, wire.NUM_EXAMPLES: 1})
+
+    assert phases.reply_seconds([infinite, fine], wire.HANDLER_SECONDS) == 0.5
+    assert phases.handler_span([infinite]) is None
+    recorded: dict[str, float] = {}
+    phases.add(
+        recorded, phases.CLIENT_HANDLER, phases.reply_seconds([huge, huge, fine], wire.HANDLER_SECONDS)
+    )
+    phases.add(recorded, phases.TRAIN_STAGE, 2.0)
+    assert recorded == {phases.TRAIN_STAGE: 2.0}
+
+
 def test_a_run_records_where_each_round_went(tmp_path: Path) -> None:
     # Prepare: separate evaluation, central evaluation and a checkpoint every round.
     config = {
