@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, MutableMapping
+from typing import TypeGuard
 
 from flwr.app import Message
 
@@ -50,7 +51,7 @@ def now() -> float:
     return time.perf_counter()
 
 
-def _valid_seconds(value: object) -> bool:
+def _valid_seconds(value: object) -> TypeGuard[int | float]:
     """A reply's reported seconds: a finite number >= 0 (a client may send anything)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < math.inf
 
